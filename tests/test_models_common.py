@@ -1,0 +1,126 @@
+"""The contract every registered model keeps, checked for all of them.
+
+Counts against REFERENCE.md and against the peer built in the test; logits against the peer
+whose state dict was converted; forward and backward at a small size; the model contract.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import archlab
+from archlab.models.convert import load_state_dict
+from peers import OURS_KWARGS, build_peer, count_params, logits_close, randomize_norms
+
+ALL = archlab.list_models()
+WITH_PEERS = [(n, src) for n in ALL for src in archlab.model_card(n).peers]
+# Random-weight parity of the giants costs tens of seconds each on 2 cores; their smaller
+# siblings share every line of code, and the giants' counts are still checked on meta.
+PARITY_MAX_PARAMS = 100_000_000
+
+
+def _meta_model(name: str, **kw):
+    with torch.device("meta"):
+        return archlab.create_model(name, **{**OURS_KWARGS.get(name, {}), **kw})
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_card_is_complete(name):
+    card = archlab.model_card(name)
+    assert card.paper and card.year >= 1989 and card.family
+    assert len(card.key_idea) > 40, "the key idea is a sentence or two for a student"
+    assert len(card.mean) == len(card.std) == 3
+    assert card.input_size[0] == 3 and card.input_size[1] >= 28
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if archlab.model_card(n).params])
+def test_reference_parameter_count(name):
+    assert count_params(_meta_model(name)) == archlab.model_card(name).params
+
+
+@pytest.mark.parametrize("name,source", WITH_PEERS)
+def test_parameter_count_equals_peer(name, source):
+    peer = build_peer(source, archlab.model_card(name).peers[source], device="meta")
+    assert count_params(_meta_model(name)) == count_params(peer)
+
+
+def _parity_size(model) -> int:
+    fixed = getattr(model, "img_size", None)
+    if fixed:
+        return fixed if isinstance(fixed, int) else fixed[0]
+    return max(model.min_input_size, 64)
+
+
+@pytest.mark.parametrize("name,source", WITH_PEERS)
+def test_logits_equal_peer_after_conversion(name, source):
+    card = archlab.model_card(name)
+    if (card.params or count_params(_meta_model(name))) > PARITY_MAX_PARAMS:
+        pytest.skip("giant: parity is checked on its smaller siblings")
+    torch.manual_seed(0)
+    peer = randomize_norms(build_peer(source, card.peers[source])).eval()
+    model = archlab.create_model(name, **OURS_KWARGS.get(name, {})).eval()
+    report = load_state_dict(model, peer.state_dict(), source)
+    assert report.source == source and not report.reset and not report.adapted
+    size = _parity_size(model)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits_close(model(x), peer(x))
+
+
+@pytest.mark.parametrize("name,source", WITH_PEERS)
+def test_source_is_detected(name, source):
+    card = archlab.model_card(name)
+    peer = build_peer(source, card.peers[source], device="meta")
+    model = _meta_model(name)
+    from archlab.models.convert import detect_source
+
+    assert detect_source(model, peer.state_dict()) == source
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_backward_small_input_grayscale(name):
+    card = archlab.model_card(name)
+    torch.manual_seed(0)
+    model = archlab.create_model(name, num_classes=10, in_chans=1, small_input=True)
+    size = card.small_input_size
+    model.train()
+    out = model(torch.randn(2, 1, size, size))
+    logits = out[0] if isinstance(out, tuple) else out
+    assert logits.shape == (2, 10)
+    logits.float().pow(2).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads), "every parameter takes part in the loss"
+    assert all(torch.isfinite(g).all() for g in grads)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, size, size)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_contract_at_default_size(name):
+    """Shapes at the card's resolution, on the meta device: features, head, intermediates."""
+    card = archlab.model_card(name)
+    model = _meta_model(name).eval()
+    x = torch.empty(2, *card.input_size, device="meta")
+    features, stages = model.forward_intermediates(x)
+    assert len(stages) == len(model.feature_info) >= 1
+    for info, t in zip(model.feature_info, stages):
+        assert t.shape[1] == info["num_chs"] or t.shape[-1] == info["num_chs"], info
+        if t.ndim == 4:
+            assert abs(t.shape[-1] - card.input_size[-1] / info["reduction"]) <= 1, info
+    assert model.forward_head(features).shape == (2, 1000)
+    hidden = getattr(model, "head_hidden_size", model.num_features)
+    assert model.forward_head(features, pre_logits=True).shape[-1] == hidden
+    model.reset_classifier(7)
+    assert model(x).shape == (2, 7)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_too_small_input_names_the_minimum(name):
+    model = _meta_model(name)
+    m = model.min_input_size
+    with torch.no_grad():
+        model(torch.empty(1, 3, m, m, device="meta"))  # the minimum itself runs
+    if m > 1:
+        with pytest.raises(ValueError, match=f"at least {m}x{m}"):
+            model(torch.empty(1, 3, m - 1, m - 1, device="meta"))
