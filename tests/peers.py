@@ -12,9 +12,23 @@ from torch import nn
 PEER_KWARGS: dict[tuple[str, str], dict] = {
     ("torchvision", "googlenet"): dict(aux_logits=True, init_weights=True),
     ("torchvision", "inception_v3"): dict(aux_logits=True, init_weights=True),
+    # timm's ViT-L/32 is the head-less ImageNet-21k backbone by default.
+    ("timm", "vit_large_patch32_224"): dict(num_classes=1000),
+    # efficientnet-pytorch pads statically for the image size it is built for (B1's 240 px
+    # gives odd maps that 64 px does not); image_size=None is its dynamic 'same' padding,
+    # equal to the static one at that size and to ours at every size.
+    **{("efficientnet-pytorch", f"efficientnet-b{i}"): dict(image_size=None) for i in range(8)},
+    # timm's efficientnet_b5..b7 and efficientnetv2_s/m keep PyTorch's batch-norm eps;
+    # torchvision's (and TensorFlow's) use 1e-3.
+    **{("timm", n): dict(bn_eps=1e-3) for n in (
+        "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnetv2_s",
+        "efficientnetv2_m")},
 }
 # archlab name -> create_model overrides that make it the peer's network.
-OURS_KWARGS: dict[str, dict] = {}
+OURS_KWARGS: dict[str, dict] = {
+    # timm's MobileNet v1 uses ReLU6 like TF-slim's release; the paper (and our default) ReLU.
+    "mobilenet_v1_100": dict(act="relu6"),
+}
 
 
 def build_peer(source: str, name: str, device: str | torch.device = "cpu") -> nn.Module:
@@ -41,9 +55,10 @@ def count_params(model: nn.Module) -> int:
 
 @torch.no_grad()
 def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every norm layer random statistics and affine parameters, so that a parity test
-    also checks that running means, variances, scales and shifts land in the right place
-    (peers zero-initialise some scales, which would hide a swapped branch)."""
+    """Give every norm layer random statistics and affine parameters, and every all-zero or
+    layer-scale parameter random values, so that a parity test also checks that running
+    means, variances, scales, shifts and zero-initialised heads land in the right place
+    (peers zero-initialise some of them, which would hide a swapped branch)."""
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._NormBase) or isinstance(
@@ -54,8 +69,14 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
             if getattr(m, "running_mean", None) is not None:
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 0.5 + 0.75)
-        elif hasattr(m, "gamma") and isinstance(getattr(m, "gamma"), torch.Tensor):
-            m.gamma.copy_(torch.rand(m.gamma.shape, generator=g) * 0.5 + 0.75)  # layer scale
+    for name, p in model.named_parameters():
+        # Zero-initialised heads and tiny layer scales (ConvNeXt's 1e-6) would let a wrongly
+        # mapped tensor pass unseen: make them random too.
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in ("gamma", "layer_scale"):
+            p.copy_(torch.rand(p.shape, generator=g) * 0.5 + 0.75)
+        elif p.ndim >= 1 and not p.any():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
     return model
 
 

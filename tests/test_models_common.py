@@ -85,9 +85,10 @@ def test_forward_backward_small_input_grayscale(name):
     size = card.small_input_size
     model.train()
     out = model(torch.randn(2, 1, size, size))
-    logits = out[0] if isinstance(out, tuple) else out
-    assert logits.shape == (2, 10)
-    logits.float().pow(2).mean().backward()
+    # In training, auxiliary (GoogLeNet, Inception) and distillation (DeiT) heads come too.
+    outs = out if isinstance(out, tuple) else (out,)
+    assert outs[0].shape == (2, 10)
+    sum(o.float().pow(2).mean() for o in outs).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None for g in grads), "every parameter takes part in the loss"
     assert all(torch.isfinite(g).all() for g in grads)

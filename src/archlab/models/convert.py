@@ -145,7 +145,12 @@ def normalize_source(source: str | None) -> str | None:
 def _rename(model: ImageClassifier, state_dict: dict[str, torch.Tensor], source: str
             ) -> dict[str, torch.Tensor]:
     if source == "archlab":
-        return dict(state_dict)
+        # A family may adapt its own layout too (ViT resizes position embeddings); one whose
+        # convert_checkpoint knows only the peers' layouts gets the dict unchanged.
+        try:
+            return model.convert_checkpoint(state_dict, source)
+        except KeyError:
+            return dict(state_dict)
     try:
         return model.convert_checkpoint(state_dict, source)
     except KeyError:

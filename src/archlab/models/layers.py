@@ -115,7 +115,14 @@ class ImageClassifier(nn.Module, metaclass=abc.ABCMeta):
 
     def convert_checkpoint(self, state_dict: dict[str, torch.Tensor], source: str
                            ) -> dict[str, torch.Tensor]:
-        """Rename a peer's state dict (`source`) into this model's layout."""
+        """Rename a peer's state dict (`source`) into this model's layout.
+
+        archlab's own layout ("archlab") is returned unchanged; a family that must adapt
+        even its own checkpoints (ViT resizes position embeddings to its image size)
+        overrides this and handles every source, "archlab" included.
+        """
+        if source == "archlab":
+            return dict(state_dict)
         rules = self.checkpoint_key_maps.get(source)
         if rules is None:
             raise KeyError(source)
