@@ -1,0 +1,315 @@
+"""The residual family: what the generic tests don't see.
+
+Counts against the papers' tables, the plain twins, Bag of Tricks' B/C/D flags, zero-init,
+squeeze-excitation, fastai's self-attention and the pre-activation ordering, each against a
+hand computation or the paper's figure.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import archlab
+from archlab.models.resnet import (
+    BasicBlock, PreActBottleneck, SimpleSelfAttention, ZeroPadShortcut, _Block,
+)
+
+
+def _count(model: nn.Module, skip_norms: bool = False) -> int:
+    return sum(p.numel() for m in model.modules() for p in m.parameters(recurse=False)
+               if not (skip_norms and isinstance(m, nn.BatchNorm2d)))
+
+
+def _meta(name: str, **kw) -> nn.Module:
+    with torch.device("meta"):
+        return archlab.create_model(name, **kw)
+
+
+def _eval(name: str, seed: int = 0, **kw) -> nn.Module:
+    torch.manual_seed(seed)
+    return archlab.create_model(name, **kw).eval()
+
+
+# -- CIFAR counts (10 classes, as the papers count them) -------------------------------
+
+
+@pytest.mark.parametrize("name,millions,digits", [
+    ("resnet20", 0.27, 2), ("resnet32", 0.46, 2), ("resnet44", 0.66, 2),
+    ("resnet56", 0.85, 2), ("resnet110", 1.7, 1), ("resnet1202", 19.4, 1)])
+def test_cifar_counts_match_table6(name, millions, digits):
+    assert round(_count(_meta(name, num_classes=10)) / 1e6, digits) == millions
+
+
+def test_preact_cifar_counts():
+    assert round(_count(_meta("preact_resnet164", num_classes=10)) / 1e6, 1) == 1.7
+    # 1603.05027 prints 10.2M for ResNet-1001; with batch norm's scales and shifts it is
+    # 10.33M, without them 10.18M: the paper's figure counts the weights only.
+    model = _meta("preact_resnet1001", num_classes=10)
+    assert round(_count(model) / 1e6, 2) == 10.33
+    assert round(_count(model, skip_norms=True) / 1e6, 1) == 10.2
+
+
+def test_cifar_cards_run_at_32px():
+    for name in ("resnet20", "plain56", "preact_resnet164"):
+        card = archlab.model_card(name)
+        assert card.input_size == (3, 32, 32) and card.small_input_size == 32
+    info = _meta("resnet20").feature_info
+    assert [(i["num_chs"], i["reduction"]) for i in info] == [(16, 1), (32, 2), (64, 4)]
+
+
+# -- plain twins and option A ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [20, 32, 44, 56, 110])
+def test_plain_twin_costs_the_same(depth):
+    res, plain = _meta(f"resnet{depth}"), _meta(f"plain{depth}")
+    shortcuts = [m for m in res.modules() if isinstance(m, ZeroPadShortcut)]
+    assert len(shortcuts) == 2 and all(_count(m) == 0 for m in shortcuts)
+    assert _count(res) == _count(plain)
+    blocks = [m for m in plain.modules() if isinstance(m, _Block)]
+    assert len(blocks) == 3 * (depth - 2) // 6
+    assert all(not b.residual and b.downsample is None for b in blocks)
+
+
+def test_zero_pad_shortcut_by_hand():
+    x = torch.randn(2, 16, 8, 8)
+    out = ZeroPadShortcut(32, 2)(x)
+    assert out.shape == (2, 32, 4, 4)
+    assert torch.equal(out[:, :16], x[:, :, ::2, ::2])
+    assert not out[:, 16:].any()
+
+
+def test_plain_block_never_adds_its_input():
+    res = _eval("resnet20")
+    plain = archlab.create_model("plain20").eval()
+    plain.load_state_dict(res.state_dict())  # the shortcuts hold no tensors: same keys
+    x = torch.randn(2, 16, 8, 8)
+    b = res.layer1[1]
+    with torch.no_grad():
+        branch = b.bn2(b.conv2(torch.relu(b.bn1(b.conv1(x)))))
+        torch.testing.assert_close(plain.layer1[1](x), torch.relu(branch))
+        torch.testing.assert_close(res.layer1[1](x), torch.relu(branch + x))
+        # Where the shape changes, the ResNet adds the padded, subsampled input.
+        b2 = res.layer2[0]
+        branch2 = b2.bn2(b2.conv2(torch.relu(b2.bn1(b2.conv1(x)))))
+        shortcut = torch.cat([x[:, :, ::2, ::2], torch.zeros(2, 16, 4, 4)], dim=1)
+        torch.testing.assert_close(res.layer2[0](x), torch.relu(branch2 + shortcut))
+        torch.testing.assert_close(plain.layer2[0](x), torch.relu(branch2))
+
+
+# -- Bag of Tricks B / C / D -------------------------------------------------------------
+
+
+def test_flag_b_moves_the_stride_to_the_3x3():
+    v1, b = _meta("resnet50_v1").layer2[0], _meta("resnet50b").layer2[0]
+    assert (v1.conv1.stride, v1.conv2.stride) == ((2, 2), (1, 1))
+    assert (b.conv1.stride, b.conv2.stride) == ((1, 1), (2, 2))
+    # Only the stride moves: the same weights, the same projection shortcut.
+    assert _count(_meta("resnet50_v1")) == _count(_meta("resnet50b"))
+    assert v1.downsample[0].stride == b.downsample[0].stride == (2, 2)
+
+
+def test_flag_c_is_a_stem_of_three_3x3():
+    stem = _meta("resnet50c").conv1
+    convs = [m for m in stem if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (3, 32, (3, 3), (2, 2)), (32, 32, (3, 3), (1, 1)), (32, 64, (3, 3), (1, 1))]
+    plain_stem = _meta("resnet50b").conv1
+    assert (plain_stem.kernel_size, plain_stem.stride) == ((7, 7), (2, 2))
+    assert _meta("resnet50c").layer2[0].downsample[0].stride == (2, 2)  # C alone: no D
+
+
+def test_flag_d_pools_before_the_projection():
+    d = _meta("resnet50d")
+    pool, conv, bn = d.layer2[0].downsample
+    assert isinstance(pool, nn.AvgPool2d) and (pool.kernel_size, pool.stride) == (2, 2)
+    assert conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+    assert isinstance(bn, nn.BatchNorm2d)
+    # The first stage does not downsample: no pool, and the same keys as timm's.
+    assert isinstance(d.layer1[0].downsample[0], nn.Identity)
+    assert isinstance(_meta("resnet50c").layer2[0].downsample[0], nn.Conv2d)
+
+
+def test_flag_d_output_by_hand():
+    torch.manual_seed(0)
+    short = _eval("resnet50d").layer2[0].downsample
+    x = torch.randn(1, 256, 6, 6)
+    pooled = torch.nn.functional.avg_pool2d(x, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(short(x), short[2](short[1](pooled)))
+
+
+# -- zero-init of the last norm ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,stage,block", [
+    ("resnet20", "layer1", 1), ("xresnet50", "layer1", 1), ("preact_resnet164", "layer1", 1)])
+def test_zero_init_last_makes_a_block_the_identity(name, stage, block):
+    kw = {} if name.startswith("x") else {"zero_init_last": True}
+    model = _eval(name, **kw)
+    b = getattr(model, stage)[block]
+    chs = b.conv1.in_channels
+    x = torch.randn(2, chs, 8, 8)
+    if not b.__class__.__name__.startswith("PreAct"):
+        x = x.relu()  # a v1 block's input left a ReLU; the one after the sum keeps it
+    with torch.no_grad():
+        torch.testing.assert_close(b(x), x)
+    fresh = getattr(_eval(name, zero_init_last=False), stage)[block]
+    with torch.no_grad():
+        assert not torch.allclose(fresh(x), x)
+
+
+def test_xresnet_zero_inits_every_block():
+    torch.manual_seed(0)
+    model = archlab.create_model("xresnet18")
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    assert len(blocks) == 8 and all(not b.bn2.weight.any() for b in blocks)
+
+
+# -- squeeze-excitation, ResNeXt, wide ---------------------------------------------------
+
+
+def test_se_adds_two_small_layers_per_block():
+    # fc1: C -> C/16 and fc2: C/16 -> C, both with biases, in every bottleneck.
+    extra = sum(n * (2 * c * (c // 16) + c // 16 + c)
+                for n, c in zip((3, 4, 6, 3), (256, 512, 1024, 2048)))
+    assert _count(_meta("seresnet50")) - _count(_meta("resnet50")) == extra
+    assert _count(_meta("seresnext50_32x4d")) - _count(_meta("resnext50_32x4d")) == extra
+    se = _meta("seresnet50").layer3[2].se
+    assert (se.fc1.in_channels, se.fc1.out_channels) == (1024, 64)
+
+
+def test_se_rescales_the_branch_before_the_sum():
+    torch.manual_seed(0)
+    b = _eval("seresnet50").layer1[1]
+    x = torch.randn(1, 256, 4, 4).relu()
+    with torch.no_grad():
+        out = b.bn3(b.conv3(b.act2(b.bn2(b.conv2(b.act1(b.bn1(b.conv1(x))))))))
+        s = torch.sigmoid(b.se.fc2(torch.relu(b.se.fc1(out.mean((2, 3), keepdim=True)))))
+        torch.testing.assert_close(b(x), torch.relu(out * s + x))
+
+
+@pytest.mark.parametrize("name,width,groups", [
+    ("resnet50", 64, 1), ("resnext50_32x4d", 128, 32), ("resnext101_32x8d", 256, 32),
+    ("wide_resnet50_2", 128, 1)])
+def test_bottleneck_inner_width(name, width, groups):
+    conv = _meta(name).layer1[0].conv2
+    assert (conv.in_channels, conv.out_channels, conv.groups) == (width, width, groups)
+    last = _meta(name).layer4[0].conv2
+    assert last.out_channels == width * 8
+
+
+def test_basic_block_refuses_groups():
+    with pytest.raises(ValueError, match="bottleneck"):
+        BasicBlock(64, 64, groups=32, base_width=4)
+
+
+# -- fastai's simple self-attention ------------------------------------------------------
+
+
+def test_sa_sits_in_the_last_block_of_the_first_stage():
+    model = _meta("xresnet50", sa=True)
+    where = [n for n, m in model.named_modules() if isinstance(m, SimpleSelfAttention)]
+    assert where == ["layer1.2.sa"]
+    assert _count(model) - _count(_meta("xresnet50")) == 256 * 256 + 1  # W and γ
+
+
+def test_sa_by_hand():
+    torch.manual_seed(0)
+    sa = SimpleSelfAttention(8).eval()
+    x = torch.randn(2, 8, 3, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(sa(x), x)  # γ = 0: the identity
+        sa.gamma.fill_(0.5)
+        flat = x.reshape(2, 8, 9)
+        w = sa.conv.weight.squeeze(-1)
+        want = flat + 0.5 * (flat @ flat.transpose(1, 2)) @ (w @ flat)
+        torch.testing.assert_close(sa(x), want.reshape(2, 8, 3, 3))
+    # W is spectrally normalised: its largest singular value is about 1.
+    sa.train()
+    for _ in range(30):
+        sa(x)
+    assert torch.linalg.matrix_norm(sa.conv.weight.squeeze(-1).detach(), 2) == pytest.approx(
+        1.0, abs=0.05)
+
+
+def test_sym_makes_the_attention_weight_symmetric():
+    torch.manual_seed(0)
+    plain, sym = SimpleSelfAttention(8).eval(), SimpleSelfAttention(8, sym=True).eval()
+    sym.load_state_dict(plain.state_dict())
+    w = plain.weight_matrix().detach()
+    assert not torch.allclose(w, w.t())
+    ws = sym.weight_matrix().detach()
+    torch.testing.assert_close(ws, ws.t())
+    torch.testing.assert_close(ws, (w + w.t()) / 2)
+    x = torch.randn(1, 8, 2, 2)
+    with torch.no_grad():
+        sym.gamma.fill_(1.0)
+        flat = x.reshape(1, 8, 4)
+        want = flat + (flat @ flat.transpose(1, 2)) @ (ws @ flat)
+        torch.testing.assert_close(sym(x), want.reshape(1, 8, 2, 2))
+
+
+# -- pre-activation ----------------------------------------------------------------------
+
+
+def _call_order(block: nn.Module, x: torch.Tensor) -> list[str]:
+    order: list[str] = []
+    handles = [m.register_forward_hook(lambda *_, n=n: order.append(n))
+               for n, m in block.named_children() if not isinstance(m, nn.Identity)]
+    with torch.no_grad():
+        block(x)
+    for h in handles:
+        h.remove()
+    return order
+
+
+def test_preact_orders_norm_relu_conv_and_leaves_the_sum_alone():
+    torch.manual_seed(0)
+    model = _eval("preact_resnet164")
+    b = model.layer1[0]
+    assert isinstance(b, PreActBottleneck)
+    x = torch.randn(2, 16, 8, 8)
+    assert _call_order(b, x) == ["bn1", "act1", "conv1", "bn2", "act2", "conv2", "bn3", "act3",
+                                 "conv3", "downsample"]
+    with torch.no_grad():
+        pre = torch.relu(b.bn1(x))  # the projection reads the pre-activated input
+        branch = b.conv3(torch.relu(b.bn3(b.conv2(torch.relu(b.bn2(b.conv1(pre)))))))
+        out = b(x)
+        torch.testing.assert_close(out, branch + b.downsample(pre))
+        assert (out < 0).any()  # no ReLU after the addition
+        # An identity-shortcut block adds its raw input.
+        b1 = model.layer1[1]
+        y = torch.randn(2, 64, 8, 8)
+        pre1 = torch.relu(b1.bn1(y))
+        branch1 = b1.conv3(torch.relu(b1.bn3(b1.conv2(torch.relu(b1.bn2(b1.conv1(pre1)))))))
+        torch.testing.assert_close(b1(y), branch1 + y)
+    # v1 for contrast: conv-BN-ReLU, and the ReLU comes after the sum.
+    v1 = _eval("resnet50").layer1[0]
+    assert _call_order(v1, torch.randn(1, 64, 4, 4)) == [
+        "conv1", "bn1", "act1", "conv2", "bn2", "act2", "conv3", "bn3", "downsample", "act3"]
+    # The network ends with the last unit's norm and ReLU (section 4 of 1603.05027).
+    assert isinstance(model.bn_final, nn.BatchNorm2d)
+    assert model.layer1[0].conv1.stride == (1, 1) and model.layer2[0].conv1.stride == (2, 2)
+
+
+def test_resnetv2_has_no_norm_in_the_stem():
+    model = _meta("resnetv2_50")
+    assert isinstance(model.bn1, nn.Identity) and isinstance(model.conv1, nn.Conv2d)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.layer1[0].downsample)
+
+
+# -- the small-input stem ----------------------------------------------------------------
+
+
+def test_small_input_stem_keeps_32px_images_large():
+    torch.manual_seed(0)
+    model = archlab.create_model("resnet18", small_input=True).eval()
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+    assert isinstance(model.maxpool, nn.Identity)
+    _, stages = model.forward_intermediates(torch.randn(1, 3, 32, 32))
+    assert [tuple(t.shape[1:]) for t in stages] == [(64, 32, 32), (128, 16, 16),
+                                                     (256, 8, 8), (512, 4, 4)]
+    deep = _meta("resnet50d", small_input=True)
+    assert deep.conv1[0].stride == (1, 1) and isinstance(deep.maxpool, nn.Identity)
