@@ -102,3 +102,43 @@ def test_profile_counts_alexnet_like_the_reference():
     assert profile("alexnet", batch_size=4).activation_bytes == 4 * p.activation_bytes
     assert p.activation_bytes == 4 * sum(
         torch.Size(r.output_shape).numel() for r in p.layers)
+
+
+# REFERENCE.md's multiply-accumulates at the default resolution (torchvision, timm).
+REFERENCE_GMACS = {
+    "alexnet": 0.714, "vgg11": 7.61, "vgg13": 11.31, "vgg16": 15.47, "vgg19": 19.63,
+    "vgg16_bn": 15.47, "googlenet": 1.50, "inception_v3": 5.71, "resnet18": 1.81,
+    "resnet34": 3.66, "resnet50": 4.09, "resnet101": 7.80, "resnet152": 11.51,
+    "resnet50d": 4.33, "resnetv2_50": 4.11, "resnext50_32x4d": 4.23,
+    "resnext101_32x8d": 16.41, "seresnext50_32x4d": 4.23, "wide_resnet50_2": 11.40,
+    "xception": 8.36, "mobilenet_v1_100": 0.57, "mobilenet_v2_100": 0.30,
+    "efficientnet_b0": 0.386, "efficientnet_b1": 0.687, "efficientnet_b2": 0.994,
+    "efficientnet_b3": 1.827, "efficientnet_lite0": 0.385, "convnext_tiny": 4.46,
+    "convnext_small": 8.68, "convnext_base": 15.36, "convnext_large": 34.4,
+    # The SE paper's 3.86 GFLOPs (multiply-adds) is the original ResNet-50, stride on the 1×1.
+    "resnet50_v1": 3.86,
+}
+# Transformers: the peers' published figures leave out the attention matrices (Q·Kᵀ and
+# A·V, 2·T²·D per layer), which torch's flop counter counts.
+REFERENCE_GMACS_WITHOUT_ATTENTION = {
+    "vit_tiny_patch16_224": 1.08, "vit_small_patch16_224": 4.24,
+    "vit_base_patch16_224": 16.85, "deit_tiny_distilled_patch16_224": 1.08,
+    "deit_small_distilled_patch16_224": 4.26, "deit_base_distilled_patch16_224": 16.93,
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_GMACS))
+def test_macs_equal_the_reference(name):
+    macs = profile(name).macs / 1e9
+    assert macs == pytest.approx(REFERENCE_GMACS[name], rel=0.01, abs=0.006)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_GMACS_WITHOUT_ATTENTION))
+def test_transformer_macs_equal_the_reference_plus_attention(name):
+    p = profile(name)
+    with torch.device("meta"):
+        model = archlab.create_model(name)
+    t, d = model.num_tokens, model.embed_dim
+    attention = model.depth * 2 * t * t * d
+    assert (p.macs - attention) / 1e9 == pytest.approx(
+        REFERENCE_GMACS_WITHOUT_ATTENTION[name], rel=0.01)
