@@ -2,4 +2,7 @@
 from archlab.models.registry import (  # noqa: F401
     ModelCard, Paper, create_model, list_families, list_models, model_card, register_model,
 )
-from archlab.models import alexnet  # noqa: F401,E402  (one import per family file)
+# One import per family file, in the order the field met them.
+from archlab.models import lenet, alexnet, vgg, inception  # noqa: F401,E402
+from archlab.models import resnet, xception, mobilenet, efficientnet  # noqa: F401,E402
+from archlab.models import vit, convnext  # noqa: F401,E402
