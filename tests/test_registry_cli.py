@@ -128,3 +128,13 @@ def test_cli_models_info_calc(capsys):
     assert "-> 112 px" in capsys.readouterr().out
     assert main(["info", "alexnett"]) == 2
     assert "Closest registered names: alexnet" in capsys.readouterr().err
+
+
+def test_cli_info_reports_tokens_heads_and_compound_scaling(capsys):
+    assert main(["info", "deit_tiny_distilled_patch16_224"]) == 0
+    out = capsys.readouterr().out
+    assert "5,910,800" in out and "num_heads=3" in out and "num_tokens=198" in out
+    assert "2 prefix (class + distillation) + 14x14 patches" in out and "MACs" in out
+    assert main(["info", "efficientnet_b3"]) == 0
+    out = capsys.readouterr().out
+    assert "width=1.2, depth=1.4, resolution=300" in out and "12,233,232" in out

@@ -5,14 +5,25 @@
     model = archlab.create_model("resnet50", num_classes=10, in_chans=1)
     archlab.model_card("vgg16").key_idea
     archlab.profile("vgg16", img_size=224).macs
+    data = archlab.load_dataset("fashion-mnist")
+    result = archlab.fit("resnet20", data, archlab.Recipe(epochs=2), run_dir="runs/r20")
 """
+from archlab.analysis.explain import explain
 from archlab.analysis.profile import Profile, profile
+from archlab.data import ImageData, load_dataset
 from archlab.models import ModelCard, create_model, list_families, list_models, model_card
 from archlab.models.convert import convert_file, load_checkpoint, save_state_dict
+from archlab.train import (
+    Evaluation, FitResult, Recipe, TrainingDiverged, TrainingInterrupted, evaluate, fit,
+    load_trained, predict,
+)
 
 __version__ = "0.1.0"
 
+
 __all__ = [
-    "ModelCard", "Profile", "convert_file", "create_model", "list_families", "list_models",
-    "load_checkpoint", "model_card", "profile", "save_state_dict",
+    "Evaluation", "FitResult", "ImageData", "ModelCard", "Profile", "Recipe",
+    "TrainingDiverged", "TrainingInterrupted", "convert_file", "create_model", "evaluate",
+    "explain", "fit", "list_families", "list_models", "load_checkpoint", "load_dataset",
+    "load_trained", "model_card", "predict", "profile", "save_state_dict",
 ]

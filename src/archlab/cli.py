@@ -59,18 +59,18 @@ def _parser_models(sub) -> None:
     p = sub.add_parser("models", help="list the registered architectures with their cost",
                        description="List registered architectures: family, year, parameters "
                                    "and MACs at the default resolution (counted on the meta "
-                                   "device, no memory used).")
+                                   "device, no memory used; the first run counts and caches "
+                                   "them in ~/.cache/archlab).")
     p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'resnet*'")
     p.add_argument("--family", help="only this family (see --families)")
     p.add_argument("--families", action="store_true", help="list the families and stop")
-    p.add_argument("--no-macs", action="store_true", help="skip counting MACs (faster)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_models)
 
 
 def cmd_models(args) -> int:
     import archlab
-    from archlab.analysis.profile import profile
+    from archlab.analysis.profile import model_costs
 
     if args.families:
         for fam in archlab.list_families():
@@ -84,15 +84,7 @@ def cmd_models(args) -> int:
     rows, records = [], []
     for name in names:
         card = archlab.model_card(name)
-        if args.no_macs:
-            import torch
-
-            with torch.device("meta"):
-                params = sum(p.numel() for p in archlab.create_model(name).parameters())
-            macs = None
-        else:
-            prof = profile(name)
-            params, macs = prof.params, prof.macs
+        params, macs = model_costs(name)
         records.append(dict(name=name, family=card.family, year=card.year,
                             input_size=card.input_size[1], params=params, macs=macs))
         rows.append((name, card.family, card.year, card.input_size[1], f"{params:,}",
@@ -134,6 +126,11 @@ def _architecture_lines(model) -> list[str]:
                        "num_tokens") if hasattr(model, a)]
     if vit:
         lines.append("transformer: " + ", ".join(f"{a}={getattr(model, a)}" for a in vit))
+        if hasattr(model, "grid_size") and hasattr(model, "num_prefix_tokens"):
+            gh, gw = model.grid_size
+            lines.append(f"tokens: {model.num_prefix_tokens} prefix (class"
+                         f"{' + distillation' if model.num_prefix_tokens == 2 else ''}) + "
+                         f"{gh}x{gw} patches; MACs include the attention matrices")
     scaling = getattr(model, "scaling", None)
     if scaling:
         lines.append("compound scaling: " + ", ".join(f"{k}={v}" for k, v in scaling.items()))
@@ -179,9 +176,12 @@ def cmd_info(args) -> int:
     print(f"  MACs          {_human(prof.macs)} ({_human(prof.flops)} FLOPs) at {size} px")
     print(f"  activations   {prof.activation_bytes / 2**20:.1f} MiB for a batch of "
           f"{args.batch_size} (float32 outputs of every layer)")
-    print(f"  features      {tuple(prof.feature_shape)}, receptive field "
-          f"{_fmt_field(prof.receptive_field)} px, stride "
-          f"{_fmt_field(prof.feature_stride) if prof.feature_stride else '-'}")
+    if prof.feature_stride:
+        print(f"  features      {tuple(prof.feature_shape)}, receptive field "
+              f"{_fmt_field(prof.receptive_field)} px, stride {_fmt_field(prof.feature_stride)}")
+    else:
+        print(f"  features      {tuple(prof.feature_shape)}: tokens, each of which attends "
+              f"to the whole {size} px image")
     print(f"  smallest input {model.min_input_size} px")
     for line in _architecture_lines(model):
         print(f"  {line}")
@@ -308,10 +308,465 @@ def cmd_convert(args) -> int:
 
 
 # --------------------------------------------------------------------------------------
+# archlab train / eval / predict
+# --------------------------------------------------------------------------------------
+
+# Recipe fields that get their own flag: (flag, field, type, help).
+_RECIPE_FLAGS = [
+    ("--epochs", "epochs", int, "passes over the training data"),
+    ("--batch-size", "batch_size", int, "images per step"),
+    ("--lr", "lr", float, "peak learning rate (default: SGD 0.1, AdamW 1e-3)"),
+    ("--optimizer", "optimizer", str, "sgd (Nesterov momentum) or adamw"),
+    ("--weight-decay", "weight_decay", float, "not applied to norms and biases"),
+    ("--schedule", "schedule", str, "onecycle, cosine, step or constant"),
+    ("--augment", "augment", str, "none, basic, alexnet, rrc or randaugment"),
+    ("--mixup", "mixup", float, "mixup alpha (0: off)"),
+    ("--cutmix", "cutmix", float, "cutmix alpha (0: off)"),
+    ("--random-erasing", "random_erasing", float, "probability per image"),
+    ("--label-smoothing", "label_smoothing", float, "e.g. 0.1"),
+    ("--clip-grad", "clip_grad", float, "max gradient norm"),
+    ("--ema", "ema", float, "EMA decay of the weights, e.g. 0.999 (0: off)"),
+    ("--image-size", "image_size", int, "side in pixels (default: the data's, or the card's)"),
+    ("--val-fraction", "val_fraction", float, "stratified hold-out (default 0.1)"),
+    ("--train-fraction", "train_fraction", float, "stratified share of the rest to train on"),
+    ("--seed", "seed", int, "the run's seed (split, init, order, augmentation)"),
+    ("--device", "device", str, "auto, cpu, cuda, cuda:N or mps"),
+    ("--workers", "workers", int, "DataLoader workers for image files"),
+    ("--threads", "threads", int, "torch CPU threads"),
+    ("--pretrained", "pretrained", str, "start from a checkpoint or 'tv:...' / 'timm:...'"),
+]
+_RECIPE_SWITCHES = [("amp", "bf16 autocast"), ("compile", "torch.compile"),
+                    ("channels-last", "channels_last memory format"),
+                    ("small-input", "the 28-64 px (CIFAR-style) variant of the model")]
+
+
+def _parser_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model on a dataset, with checkpoints",
+                       description="Train a registered model on a dataset. Checkpoints "
+                                   "(safetensors + JSON) are written after every epoch and on "
+                                   "Ctrl-C; --resume continues a stopped or killed run. "
+                                   "Metrics go to metrics.jsonl and metrics.csv in the run "
+                                   "directory.")
+    p.add_argument("--model", help="registered name (see `archlab models`); default: the "
+                                   "recipe's")
+    p.add_argument("--data", help="fashion-mnist, mnist, digits, cifar10, cifar100, a folder "
+                                  "of class subfolders, or a CSV of path,label")
+    p.add_argument("--data-root", help="folder holding the named dataset's files "
+                                       "(default: $ARCHLAB_DATA, the cache, /usr/share/datasets)")
+    p.add_argument("--recipe", help="a preset name (" + ", ".join(_recipe_presets())
+                                    + ") or a YAML file")
+    p.add_argument("--out", help="run directory (default: runs/<model>-<data>)")
+    p.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR (or --out) from its last checkpoint")
+    for flag, _field, typ, text in _RECIPE_FLAGS:
+        p.add_argument(flag, type=typ, help=text)
+    for name, text in _RECIPE_SWITCHES:
+        p.add_argument(f"--{name}", dest=name.replace("-", "_"), default=None,
+                       action=argparse.BooleanOptionalAction, help=text)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any other recipe field, e.g. --set moms=null --set warmup_epochs=1")
+    p.add_argument("--strict", action="store_true", default=None,
+                   help="stop at the first undecodable file instead of skipping it")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also log to TensorBoard (needs `pip install tensorboard`)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def _recipe_presets() -> list[str]:
+    from archlab.train.recipe import presets
+
+    return presets()
+
+
+def _recipe_from_args(args):
+    import yaml
+
+    from archlab.train.recipe import Recipe
+
+    recipe = Recipe.load(args.recipe) if args.recipe else Recipe()
+    changes: dict[str, Any] = {}
+    for _flag, field, _typ, _text in _RECIPE_FLAGS:
+        if getattr(args, field) is not None:
+            changes[field] = getattr(args, field)
+    for name, _text in _RECIPE_SWITCHES:
+        value = getattr(args, name.replace("-", "_"))
+        if value is not None:
+            changes[name.replace("-", "_")] = value
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
+        changes[key.strip()] = yaml.safe_load(value)
+    if args.strict:
+        changes["strict"] = True
+    if args.tensorboard:
+        changes["tensorboard"] = True
+    if args.no_progress:
+        changes["progress"] = False
+    return recipe.replace(**changes) if changes else recipe
+
+
+def _default_run_dir(model: str, data: str):
+    from pathlib import Path
+
+    stem = f"{model}-{Path(data.rstrip('/')).stem or data}".replace("/", "_")
+    path = Path("runs") / stem
+    n = 2
+    while path.exists():
+        path, n = Path("runs") / f"{stem}-{n}", n + 1
+    return path
+
+
+def cmd_train(args) -> int:
+    from pathlib import Path
+
+    from archlab.train import fit
+
+    if args.resume:
+        run_dir = Path(args.resume if isinstance(args.resume, str) else (args.out or ""))
+        if not str(run_dir) or str(run_dir) == ".":
+            raise ValueError("--resume needs the run directory: --resume RUN_DIR")
+        ignored = [f for f, fld, _t, _h in _RECIPE_FLAGS if getattr(args, fld) is not None]
+        if args.recipe or args.set or ignored:
+            print("archlab train: resuming with the run's own recipe; "
+                  f"{', '.join(ignored + (['--recipe'] if args.recipe else []) + (['--set'] if args.set else []))} "
+                  "ignored", file=sys.stderr)
+        result = fit(args.model, args.data, None, run_dir=run_dir, resume=True,
+                     root=args.data_root)
+    else:
+        recipe = _recipe_from_args(args)
+        model = args.model or recipe.model
+        if not model:
+            raise ValueError("name a model: --model resnet20 (see `archlab models`)")
+        if not args.data:
+            raise ValueError("name the data: --data fashion-mnist, a folder or a CSV")
+        run_dir = Path(args.out) if args.out else _default_run_dir(model, args.data)
+        from archlab.train.checkpoint import has_checkpoint
+
+        if has_checkpoint(run_dir):
+            raise ValueError(f"{run_dir} already holds a run: continue it with --resume "
+                             f"{run_dir}, or choose another --out")
+        print(f"run directory: {run_dir}")
+        result = fit(model, args.data, recipe, run_dir=run_dir, root=args.data_root)
+    last = result.history[-1] if result.history else {}
+    if "val_top1" in last:
+        print(f"final validation top-1 {last['val_top1']:.2%}"
+              + (f" (best {result.best['val_top1']:.2%} at epoch {result.best['epoch']})"
+                 if result.best else ""))
+    print(f"weights: {run_dir / 'model.safetensors'}; metrics: {run_dir / 'metrics.csv'}")
+    print(f"next: archlab eval {run_dir} --data {args.data or result.info['dataset']}")
+    return 0
+
+
+def _parser_eval(sub) -> None:
+    p = sub.add_parser("eval", help="accuracy, per-class table and confusion of a trained model",
+                       description="Evaluate a model trained by `archlab train` (its run "
+                                   "directory or a .safetensors it wrote) on a dataset: "
+                                   "loss, top-1 and top-5 accuracy, per-class accuracy and "
+                                   "the confusion matrix.")
+    p.add_argument("checkpoint", help="run directory, model.safetensors or best.safetensors")
+    p.add_argument("--data", help="dataset spec (default: the one it trained on)")
+    p.add_argument("--data-root", help="folder holding the named dataset's files")
+    p.add_argument("--split", help="train, test or all (default: test where there is one)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, help="DataLoader workers for image files")
+    p.add_argument("--strict", action="store_true", help="stop at the first undecodable file")
+    p.add_argument("--no-confusion", action="store_true", help="skip the confusion matrix")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from archlab.train import evaluate
+    from archlab.train.checkpoint import read_model
+
+    data = args.data
+    if data is None:
+        _w, info = read_model(args.checkpoint)
+        data = info.get("dataset")
+        if not data:
+            raise ValueError("name the data: --data SPEC")
+    result = evaluate(args.checkpoint, data, split=args.split, batch_size=args.batch_size,
+                      device=args.device, workers=args.workers, strict=args.strict,
+                      root=args.data_root, progress=not args.json)
+    m = result.metrics
+    if args.json:
+        print(json.dumps({**m.as_dict(), "data": result.data,
+                          "issues": result.issues.as_dict()}, indent=1))
+        return 0
+    print(f"{args.checkpoint} on {result.data}: {m.n:,} images")
+    print(f"  top-1 {m.top1:.2%}" + (f"  top-5 {m.top5:.2%}" if m.top5 is not None else "")
+          + f"  loss {m.loss:.4f}")
+    print()
+    print_table(m.per_class_table(), ("class", "images", "correct", "accuracy"), "lrrr")
+    if not args.no_confusion:
+        print()
+        print(m.confusion_text())
+    for line in result.issues.summary():
+        print(f"data: {line}", file=sys.stderr)
+    return 0
+
+
+def _parser_predict(sub) -> None:
+    p = sub.add_parser("predict", help="top-k classes of image files with a trained model",
+                       description="Classify image files (or every image in folders) with a "
+                                   "model trained by `archlab train`; prints the top-k classes "
+                                   "with their probabilities.")
+    p.add_argument("checkpoint", help="run directory, model.safetensors or best.safetensors")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args) -> int:
+    from archlab.train import predict
+
+    results = predict(args.checkpoint, args.images, top_k=args.top_k,
+                      batch_size=args.batch_size, device=args.device)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        rows = []
+        for r in results:
+            if "error" in r:
+                rows.append((r["file"], "-", f"error: {r['error']}"))
+                continue
+            top = r["top"]
+            rows.append((r["file"], f"{top[0]['class']} ({top[0]['prob']:.1%})",
+                         ", ".join(f"{t['class']} {t['prob']:.1%}" for t in top[1:])))
+        print_table(rows, ("image", "prediction", "next"), "lll")
+    failed = sum("error" in r for r in results)
+    if failed:
+        print(f"archlab predict: {failed} of {len(results)} files could not be read",
+              file=sys.stderr)
+    return 1 if failed == len(results) else 0
+
+
+# --------------------------------------------------------------------------------------
+# archlab explain
+# --------------------------------------------------------------------------------------
+
+
+def _parser_explain(sub) -> None:
+    p = sub.add_parser("explain", help="what a network looks at: filters, top patches, "
+                                       "saliency, Grad-CAM, attention, errors",
+                       description="Write pictures of what a model has learnt, and an "
+                                   "index.html gathering them: first-layer filters, "
+                                   "max-activating dataset patches, attribution maps of images "
+                                   "(saliency, smoothgrad, integrated_gradients, gradcam, "
+                                   "occlusion; attention and rollout for ViT/DeiT) and the "
+                                   "error analysis (confusion, most-confused pairs, top "
+                                   "losses). A checkpoint brings its dataset; a model name "
+                                   "has random weights unless --pretrained is given.")
+    p.add_argument("model", help="run directory or .safetensors left by `archlab train` or "
+                                 "`archlab convert`, or a registered model name")
+    p.add_argument("images", nargs="*",
+                   help="image files, folders, or scikit-image photos such as skimage:coffee "
+                        "(default: a few images of the dataset)")
+    p.add_argument("--method", action="append", default=[],
+                   help="comma-separated: filters, patches, saliency, smoothgrad, "
+                        "integrated_gradients, gradcam, occlusion, attention, rollout, "
+                        "errors, or all (default: all that apply)")
+    p.add_argument("--out", help="output folder (default: explain/<model>)")
+    p.add_argument("--data", help="dataset for patches, errors and example images "
+                                  "(default: the one a checkpoint was trained on)")
+    p.add_argument("--split", help="train, test or all (default: test where there is one)")
+    p.add_argument("--limit", type=int, default=2000,
+                   help="images searched for max-activating patches (default 2000)")
+    p.add_argument("--layers", nargs="+", help="layers for patches (default: the stages)")
+    p.add_argument("--channels", help="channels for patches: N (the first N) or a list 0,5,9")
+    p.add_argument("--top-k", type=int, default=9, help="patches per channel")
+    p.add_argument("--target", help="class (name or index) to explain (default: predicted)")
+    p.add_argument("--layer", help="Grad-CAM's layer (default: the last convolutional stage)")
+    p.add_argument("--num-images", type=int, default=4,
+                   help="dataset images to explain when none are given")
+    p.add_argument("--pretrained", help="weights for a model name")
+    p.add_argument("--num-classes", type=int, help="for a model name (default 1000)")
+    p.add_argument("--in-chans", type=int, help="for a model name (default 3)")
+    p.add_argument("--small-input", action="store_true", help="the 28-64 px variant")
+    p.add_argument("--img-size", type=int, help="side images are resized to")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_explain)
+
+
+def cmd_explain(args) -> int:
+    from pathlib import Path
+
+    from archlab.analysis.explain import explain
+
+    channels = None
+    if args.channels:
+        values = [int(c) for c in args.channels.replace(",", " ").split()]
+        channels = values[0] if len(values) == 1 and "," not in args.channels else values
+    stem = Path(args.model.rstrip("/")).name if Path(args.model).exists() else args.model
+    out = Path(args.out) if args.out else Path("explain") / stem
+    result = explain(
+        args.model, args.images, methods=",".join(args.method) or None, out_dir=out,
+        data=args.data, split=args.split, layers=args.layers, channels=channels,
+        top_k=args.top_k, limit=args.limit, num_images=args.num_images, target=args.target,
+        cam_layer=args.layer, log=lambda msg: print(f"  {msg}", file=sys.stderr),
+        pretrained=args.pretrained, num_classes=args.num_classes, in_chans=args.in_chans,
+        small_input=args.small_input, img_size=args.img_size, device=args.device)
+    for picture in result.pictures:
+        print(out / picture.file)
+    if result.errors is not None:
+        e = result.errors
+        print(f"accuracy {e.accuracy:.2%} on {e.count:,} images of {e.data}; most confused: "
+              + ", ".join(f"{a} -> {p} ({n})" for a, p, n in e.most_confused(3)))
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(result.html)
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# archlab compare / report
+# --------------------------------------------------------------------------------------
+
+
+def _protocol_presets() -> list[str]:
+    from archlab.study.protocol import presets
+
+    return presets()
+
+
+def _parser_compare(sub) -> None:
+    p = sub.add_parser(
+        "compare", help="train many architectures under one protocol; results in a study",
+        description="Run every (architecture, seed) pair of a protocol, record each run in "
+                    "the study database (SQLite beside the study, or PostgreSQL with --db), "
+                    "then print the results table and write report.html. Running the same "
+                    "command again resumes: finished runs are skipped, an interrupted one "
+                    "continues from its checkpoint. `archlab compare --worker --study DIR` "
+                    "(or --db URL) in more processes or on more machines shares the work.")
+    p.add_argument("protocol", nargs="?",
+                   help="a preset (" + ", ".join(_protocol_presets()) + "; default "
+                        "quick-tour) or a protocol YAML file")
+    p.add_argument("--models", nargs="+", metavar="NAME",
+                   help="run these instead of the protocol's list (its entries keep their "
+                        "overrides; other registered names use the shared recipe)")
+    p.add_argument("--data", help="the dataset instead of the protocol's: fashion-mnist, "
+                                  "mnist, digits, cifar10, cifar100, a folder or a CSV")
+    p.add_argument("--data-root", help="folder holding the named dataset's files")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="e.g. --seeds 0 1 2")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the protocol, e.g. --set recipe.epochs=3 "
+                        "--set data.train_fraction=0.5 --set budget.run=10m")
+    p.add_argument("--study", help="the study directory (default: studies/<protocol name>)")
+    p.add_argument("--db", help="the study database: a PostgreSQL URL "
+                                "(postgresql://user@host/db) for workers on several machines, "
+                                "or an SQLite file (default: <study>/study.db)")
+    p.add_argument("--worker", action="store_true",
+                   help="join an existing study (--study or --db) and take runs until none "
+                        "is left; writes no report")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the recipe's auto)")
+    p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    p.add_argument("--lease", type=float, default=120.0, metavar="SECONDS",
+                   help="a running run whose worker has been silent this long is taken over "
+                        "(default 120)")
+    p.add_argument("--list", action="store_true",
+                   help="list the shipped protocols and stop")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show the runs and their state, train nothing")
+    p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="only the study's lines, not the trainer's")
+    p.set_defaults(func=cmd_compare)
+
+
+def _parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set takes KEY=VALUE (e.g. recipe.epochs=3), got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_compare(args) -> int:
+    from archlab.study import runner
+    from archlab.study.protocol import load_protocol, preset_path, presets
+
+    if args.list:
+        import yaml
+
+        rows = []
+        for name in presets():
+            body = yaml.safe_load(preset_path(name).read_text()) or {}
+            desc = " ".join(str(body.get("description") or "").split())
+            rows.append((name, str(body.get("data", {}).get("dataset") or "(--data)"),
+                         str(len(body.get("models") or [])), desc[:90]))
+        print_table(rows, ("protocol", "data", "models", "description"), "llrl")
+        return 0
+    overrides = _parse_sets(args.set)
+    if args.dry_run:
+        proto = load_protocol(args.protocol, models=args.models, data=args.data,
+                              seeds=args.seeds, overrides=overrides)
+        rows = runner.plan(proto, args.study, args.db)
+        print(f"protocol {proto.name} [{proto.hash[:8]}] on {proto.dataset}: "
+              f"{len(rows)} runs")
+        print_table([(r["label"], r["model"], r["seed"], r["status"], r["key"][:8])
+                     for r in rows], ("label", "model", "seed", "status", "run"), "llrll")
+        return 0
+    previous = runner.install_sigterm()
+    try:
+        result = runner.compare(
+            args.protocol, models=args.models, data=args.data, seeds=args.seeds,
+            overrides=overrides, study=args.study, db=args.db, worker=args.worker,
+            device=args.device, root=args.data_root, retry_failed=args.retry_failed,
+            lease_s=args.lease, verbose=not args.quiet, progress=not args.no_progress)
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+    failed = sum(r.status == "failed" for r in result.runs)
+    return 1 if failed else 0
+
+
+def _parser_report(sub) -> None:
+    p = sub.add_parser("report", help="the results table, report.html and CSV of a study",
+                       description="Print the results table of a study and write its "
+                                   "self-contained report.html (plots of accuracy against "
+                                   "training time, parameters and MACs, learning curves, "
+                                   "spread over seeds, confusion matrix, model cards, the "
+                                   "protocol) with results.csv and summary.csv beside it.")
+    p.add_argument("study", help="a study directory, its study.db, or a PostgreSQL URL")
+    p.add_argument("--out", help="where to write the HTML (default: <study>/report.html)")
+    p.add_argument("--protocol", help="which protocol of the study, by name or hash prefix "
+                                      "(default: the most recently active)")
+    p.add_argument("--csv", help="also write every run to this CSV file")
+    p.add_argument("--no-html", action="store_true", help="only the table (and --csv)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from archlab.study.report import report
+
+    path = report(args.study, out=args.out, protocol=args.protocol, csv_path=args.csv,
+                  html_report=not args.no_html)
+    if path is not None:
+        print(f"report: {path}")
+    if args.csv:
+        print(f"csv:    {args.csv}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------
 
-PARSERS: list[Callable] = [_parser_models, _parser_info, _parser_calc, _parser_convert]
+PARSERS: list[Callable] = [_parser_models, _parser_info, _parser_calc, _parser_convert,
+                          _parser_train, _parser_eval, _parser_predict, _parser_explain,
+                          _parser_compare, _parser_report]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -338,6 +793,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"archlab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `archlab models | head`: the reader has all it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -135,6 +135,42 @@ def field_of(t: torch.Tensor) -> Field | None:
     return getattr(t, "_archlab_field", None)
 
 
+def layer_fields(model: nn.Module, img_size: int | tuple[int, int],
+                 names: list[str]) -> dict[str, Field | None]:
+    """The Field of the output of each named module for one `img_size` input (one forward
+    pass in eval mode, on the model's device); None where the output is no (N, C, H, W) map.
+    """
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise KeyError(f"no module named {', '.join(map(repr, missing))}")
+    hw = _pair(img_size)
+    found: dict[str, Field | None] = {}
+
+    def hook(name: str):
+        def fn(_module, _inputs, output):
+            t = _first_tensor(output)
+            if name not in found and t is not None:
+                found[name] = field_of(t) if t.ndim == 4 else None
+        return fn
+
+    handles = [modules[n].register_forward_hook(hook(n)) for n in names]
+    param = next(iter(model.parameters()), None)
+    x = torch.zeros(1, getattr(model, "in_chans", 3), *hw,
+                    device=param.device if param is not None else "cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), _FieldTracker(hw):
+            x._archlab_field = Field()
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {n: found.get(n) for n in names}
+
+
 # --------------------------------------------------------------------------------------
 # The profile
 # --------------------------------------------------------------------------------------
@@ -266,7 +302,8 @@ def profile(model: nn.Module | str, img_size: int | tuple[int, int] | None = Non
         model.train(was_training)
 
     feat = _first_tensor(features) if features is not None else None
-    f = field_of(feat) if feat is not None else None
+    # Tokens or vectors: every unit sees the whole image and there is no grid stride.
+    f = field_of(feat) if feat is not None and feat.ndim == 4 else None
     out_t = _first_tensor(out)
     params = sum(p.numel() for p in model.parameters())
     return Profile(
@@ -275,9 +312,77 @@ def profile(model: nn.Module | str, img_size: int | tuple[int, int] | None = Non
         macs=int(counter.get_total_flops() // 2), activation_bytes=act_bytes,
         output_shape=tuple(out_t.shape) if out_t is not None else (),
         feature_shape=tuple(feat.shape) if feat is not None else (),
-        receptive_field=f.size if f else None, feature_stride=f.jump if f else None,
+        receptive_field=f.size if f else tuple(float(v) for v in hw),
+        feature_stride=f.jump if f else None,
         layers=[rows[n] for n in order])
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+# --------------------------------------------------------------------------------------
+# The cost of every registered model, cached
+# --------------------------------------------------------------------------------------
+
+
+def _cost_cache_path():
+    import os
+    from pathlib import Path
+
+    root = os.environ.get("ARCHLAB_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "archlab")
+    return Path(root) / "model_costs.json"
+
+
+def _family_fingerprint(name: str) -> str:
+    """Changes whenever the family's source or the registered configuration changes."""
+    import hashlib
+    import inspect
+
+    from archlab.models.registry import _entry
+
+    entry = _entry(name)
+    source = inspect.getsource(inspect.getmodule(entry.builder))
+    return hashlib.sha256((source + repr(sorted(entry.config.items(), key=str))
+                           + torch.__version__).encode()).hexdigest()[:16]
+
+
+def model_costs(name: str, use_cache: bool = True) -> tuple[int, int]:
+    """(parameters, MACs at the card's resolution) of a registered model, 1000 classes.
+
+    Counting the giants on the meta device still costs seconds each, so results are kept in
+    ~/.cache/archlab/model_costs.json (or $ARCHLAB_CACHE), keyed by a fingerprint of the
+    family's source: editing a family recounts it.
+    """
+    import json
+    import os
+
+    from archlab.models.registry import create_model
+
+    path = _cost_cache_path()
+    key = f"{name}:{_family_fingerprint(name)}"
+    cache: dict = {}
+    if use_cache and path.exists():
+        try:
+            cache = json.loads(path.read_text())
+        except (OSError, ValueError):
+            cache = {}  # a damaged cache is only a cache: recount
+    if key in cache:
+        return tuple(cache[key])
+    with torch.device("meta"):
+        model = create_model(name).eval()
+    x = torch.empty(1, *model.card.input_size, device="meta")
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    result = (sum(p.numel() for p in model.parameters()), int(counter.get_total_flops() // 2))
+    if use_cache:
+        cache[key] = result
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cache))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only home still gets its answer
+    return result

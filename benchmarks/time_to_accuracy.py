@@ -1,0 +1,193 @@
+"""Fashion-MNIST time-to-accuracy on this machine.
+
+For each wall-time budget (default 5 and 15 minutes) it sizes a run of the recipe to fit the
+budget (a short calibration measures the seconds per epoch, and the one-cycle schedule is
+laid over the epochs that fit), trains, and evaluates the 10,000 test images after every
+epoch. It reports the test accuracy at the end of each budget, the time at which the test
+accuracy first reached each target (90%, 92%, 93%, 93.5%) along the run, the training
+throughput, the share of the step time spent in the data pipeline, and the memory the
+training images take.
+
+The clock counts what a user waits for in `archlab train`: the training steps, the data
+pipeline and the per-epoch validation; the benchmark's own test evaluations are excluded.
+The load average is recorded before and after: on a machine shared with other jobs the
+times are pessimistic, so re-run it on a quiet machine for the README.
+
+    python benchmarks/time_to_accuracy.py                       # the shipped recipe, 5 and 15 min
+    python benchmarks/time_to_accuracy.py --budgets 5 --threads 1
+    python benchmarks/time_to_accuracy.py --epochs 4,12           # fixed runs, no calibration
+    python benchmarks/time_to_accuracy.py --recipe my.yaml --set batch_size=512
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from archlab.data import load_dataset
+from archlab.train import Recipe, Trainer, TrainingInterrupted
+
+TARGETS = (0.90, 0.92, 0.93, 0.935)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class Clock:
+    """Calibration: the seconds per training step, measured after a warm-up."""
+
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.warmup, self.steps, self.t0, self.per_step = warmup, steps, None, None
+
+    def on_step_end(self, trainer) -> None:
+        if trainer.step == self.warmup:
+            self.t0 = time.perf_counter()
+        elif trainer.step == self.warmup + self.steps:
+            self.per_step = (time.perf_counter() - self.t0) / self.steps
+            trainer.request_stop()
+
+
+class Curve:
+    """After every epoch: the wall time so far (without these test evaluations) and the
+    test accuracy."""
+
+    def __init__(self, test, start: float) -> None:
+        self.test, self.start, self.excluded, self.rows = test, start, 0.0, []
+
+    def on_epoch_end(self, trainer, row) -> None:
+        wall = time.perf_counter() - self.start - self.excluded
+        t0 = time.perf_counter()
+        m = trainer.evaluate(self.test)
+        self.excluded += time.perf_counter() - t0
+        self.rows.append({"epoch": row["epoch"], "wall_s": wall, "test_top1": m.top1,
+                          "val_top1": row.get("val_top1"), "images_per_s": row["images_per_s"],
+                          "data_frac": row["data_frac"]})
+        print(f"  epoch {row['epoch']}: {wall:6.0f} s  test top-1 {m.top1:.2%}", flush=True)
+
+
+def epochs_for(recipe: Recipe, train, minutes: float, calib_steps: int) -> int:
+    """Calibrate (seconds per step and per validation pass) and size a run to `minutes`."""
+    clock = Clock(warmup=10, steps=calib_steps)
+    trainer = Trainer(recipe.model, train, recipe.replace(epochs=1000), callbacks=[clock],
+                      verbose=False)
+    try:
+        trainer.run()
+    except TrainingInterrupted:
+        pass
+    t0 = time.perf_counter()
+    trainer.evaluate()
+    val_s = time.perf_counter() - t0
+    epoch_s = clock.per_step * trainer.steps_per_epoch + val_s
+    epochs = max(1, math.floor(minutes * 60 / epoch_s))
+    print(f"{minutes:g} min: {clock.per_step * 1e3:.0f} ms/step, ~{epoch_s:.0f} s/epoch "
+          f"-> {epochs} epochs", flush=True)
+    return epochs
+
+
+def run(recipe: Recipe, train, test, epochs: int, minutes: float | None) -> dict:
+    print(f"{epochs} epochs:", flush=True)
+    start = time.perf_counter()
+    curve = Curve(test, start)
+    trainer = Trainer(recipe.model, train, recipe.replace(epochs=epochs), test_data=None,
+                      callbacks=[curve], verbose=False)
+    result = trainer.run()
+    wall = time.perf_counter() - start - curve.excluded
+    final = curve.rows[-1]["test_top1"]
+    reached = {f"{t:.3f}": next((r["wall_s"] for r in curve.rows if r["test_top1"] >= t), None)
+               for t in TARGETS}
+    steady = curve.rows[1:] or curve.rows
+    return {"budget_min": minutes, "epochs": epochs, "wall_s": wall, "test_top1": final,
+            "reached_s": reached, "curve": curve.rows,
+            "images_per_s": sum(r["images_per_s"] for r in steady) / len(steady),
+            "data_frac": sum(r["data_frac"] for r in steady) / len(steady),
+            "history": result.history}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipe", default="fashion-mnist", help="preset name or YAML file")
+    p.add_argument("--model", help="override the recipe's model")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a recipe field (YAML value)")
+    p.add_argument("--budgets", default="5,15", help="minutes, comma-separated: each run is "
+                                                     "sized to fit by a calibration")
+    p.add_argument("--epochs", help="epochs per run, comma-separated, instead of budgets "
+                                    "(no calibration: the same runs on every machine)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--calibration-steps", type=int, default=60)
+    p.add_argument("--out", default="benchmarks/results/time_to_accuracy.json")
+    args = p.parse_args()
+
+    recipe = Recipe.load(args.recipe)
+    changes = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
+    if args.model:
+        changes["model"] = args.model
+    changes.update(progress=False, device="cpu")
+    if args.threads:
+        changes["threads"] = args.threads
+    recipe = recipe.replace(**changes)
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+
+    train = load_dataset("fashion-mnist", "train")
+    test = load_dataset("fashion-mnist", "test", classes=train.classes)
+    memory_mb = (train.images.numel() + test.images.numel()) / 2**20
+    load_before = os.getloadavg()
+    print(f"Fashion-MNIST in memory: {memory_mb:.0f} MiB; {recipe.model} "
+          f"{recipe.model_kwargs or ''}; {torch.get_num_threads()} threads on {cpu_name()} "
+          f"({os.cpu_count()} cores); load average {load_before[0]:.1f}", flush=True)
+
+    if args.epochs:
+        plan = [(int(e), None) for e in args.epochs.split(",")]
+    else:
+        plan = [(epochs_for(recipe, train, float(b), args.calibration_steps), float(b))
+                for b in args.budgets.split(",")]
+    results = [run(recipe, train, test, epochs, minutes) for epochs, minutes in plan]
+    load_after = os.getloadavg()
+
+    def label(r: dict) -> str:
+        return (f"{r['budget_min']:g} min" if r["budget_min"] else "-") + f" ({r['epochs']} ep.)"
+
+    print()
+    print("| budget (epochs) | wall time | test top-1 | img/s | data share |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        print(f"| {label(r)} | {r['wall_s']:.0f} s | {r['test_top1']:.2%} | "
+              f"{r['images_per_s']:.0f} | {r['data_frac']:.1%} |")
+    print()
+    print("time to reach a test accuracy (first epoch at or above it, along each run):")
+    for t in TARGETS:
+        cells = []
+        for r in results:
+            s = r["reached_s"][f"{t:.3f}"]
+            cells.append(f"{label(r)}: " + (f"{s:.0f} s" if s else "not reached"))
+        print(f"  {t:.1%}: " + "; ".join(cells))
+    print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} "
+          f"on {os.cpu_count()} cores")
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "recipe": recipe.to_dict(), "cpu": cpu_name(), "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "memory_mb": memory_mb, "load_before": load_before, "load_after": load_after,
+        "results": results}, indent=1))
+    print(f"details: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""Data: sources (named datasets, image folders, CSVs), a deterministic split, augmentation,
+and the batches that feed the trainer.
+
+A source becomes an `ImageData`: uint8 tensors in memory when it fits (the named datasets),
+else a list of files decoded in DataLoader workers. Nothing here knows about models.
+"""
+from archlab.data.sources import (  # noqa: F401
+    DataError, ImageData, ImageFileError, channel_stats, dataset_splits, load_dataset,
+    open_image,
+)
+from archlab.data.split import stratified_split, train_val_split  # noqa: F401

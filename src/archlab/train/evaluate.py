@@ -1,0 +1,168 @@
+"""Using a trained model: `evaluate` it on a dataset, `predict` the classes of images.
+
+A model trained by archlab is saved with what it takes to use it (architecture, classes,
+preprocessing), so `load_trained(path)` rebuilds it from a run directory or a
+model.safetensors file alone, and both functions accept such a path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from archlab.data.loader import make_loader
+from archlab.data.sources import (ImageData, ImageFileError, Issues, _is_image_name,
+                                  dataset_splits, load_dataset, open_image)
+from archlab.data.transforms import BatchPipeline, eval_transform
+from archlab.models.convert import CheckpointError
+from archlab.models.registry import create_model
+from archlab.train.checkpoint import read_model
+from archlab.train.losses import split_output
+from archlab.train.metrics import Metrics
+from archlab.train.progress import ProgressBar
+from archlab.train.trainer import resolve_device, run_eval
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu"
+                 ) -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode, info) from a run directory or a file `archlab train` wrote."""
+    weights, info = read_model(path)
+    name = info.get("model")
+    if not name:
+        raise CheckpointError(f"{path} holds a model built outside the registry; build it "
+                              "yourself, load the weights and pass the module")
+    model = create_model(name, **info["model_kwargs"])
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: the weights do not fit {name} built with "
+                              f"{info['model_kwargs']} ({str(e).splitlines()[0]})") from None
+    return model.to(resolve_device(str(device))).eval(), info
+
+
+def _resolve_model(model, device, preprocess) -> tuple[nn.Module, dict[str, Any]]:
+    if isinstance(model, (str, Path)):
+        return load_trained(model, device)
+    if preprocess is None:
+        raise ValueError("a bare module needs `preprocess` (image_size, mean, std, crop_pct, "
+                         "classes); or pass the path of a run that archlab trained")
+    info = {"preprocess": dict(preprocess), "classes": preprocess.get("classes")}
+    return model.to(resolve_device(str(device))).eval(), info
+
+
+@dataclass
+class Evaluation:
+    metrics: Metrics
+    data: str
+    issues: Issues = field(default_factory=Issues)
+
+
+def evaluate(model: nn.Module | str | Path, data: ImageData | str, *, split: str | None = None,
+             batch_size: int = 256, device: str = "auto", preprocess: dict | None = None,
+             amp: bool | None = None, workers: int | None = None, strict: bool = False,
+             root: str | Path | None = None, progress: bool = False) -> Evaluation:
+    """Accuracy, top-5, loss, per-class accuracy and the confusion matrix of `model` (a
+    trained run's path, or a module with `preprocess`) on `data` (an ImageData or a spec;
+    `split` defaults to 'test' where the source has one)."""
+    dev = resolve_device(device)
+    model, info = _resolve_model(model, dev, preprocess)
+    pre = info["preprocess"]
+    classes = info.get("classes")
+    if isinstance(data, str):
+        if split is None:
+            split = "test" if "test" in dataset_splits(data) else "all"
+        data = load_dataset(data, split, classes=classes, in_chans=pre.get("in_chans"),
+                            strict=strict, root=root)
+    if classes is not None and data.classes != list(classes):
+        raise ValueError(f"the data's classes {data.classes} are not the model's {classes}")
+    pipeline = BatchPipeline(pre["image_size"], pre["mean"], pre["std"], None, data.in_memory)
+    transform = None if data.in_memory else eval_transform(pre["image_size"],
+                                                           pre.get("crop_pct", 0.875))
+    loader = make_loader(data, batch_size, pipeline, transform=transform, device=dev,
+                         shuffle=False, drop_last=False, workers=workers, strict=strict)
+    amp = dev.type == "cuda" if amp is None else amp
+    bar = ProgressBar(len(loader), "eval", enabled=progress)
+    metrics = run_eval(model, loader, data.num_classes, data.classes, dev, amp, bar)
+    bar.close()
+    issues = Issues()
+    issues.extend(data.issues)
+    issues.extend(loader.issues)
+    return Evaluation(metrics, data.spec.get("spec", data.name), issues)
+
+
+def _expand(images: Iterable) -> list:
+    out = []
+    for item in images:
+        if isinstance(item, (str, Path)) and Path(item).is_dir():
+            found = sorted(p for p in Path(item).rglob("*") if p.is_file() and _is_image_name(p))
+            if not found:
+                raise FileNotFoundError(f"{item} holds no image files")
+            out += [str(p) for p in found]
+        else:
+            out.append(item)
+    return out
+
+
+@torch.no_grad()
+def predict(model: nn.Module | str | Path, images: Sequence | str | Path, *, top_k: int = 5,
+            batch_size: int = 64, device: str = "auto", preprocess: dict | None = None,
+            max_pixels: int | None = None) -> list[dict[str, Any]]:
+    """The top-k classes, with probabilities, of image files, folders of them, or PIL images.
+
+    Returns one dict per image: {"file", "top": [{"class", "index", "prob"}, ...]} or, for
+    a file that cannot be decoded, {"file", "error"} (the others are still classified).
+    """
+    from archlab.data.sources import DEFAULT_MAX_PIXELS
+
+    dev = resolve_device(device)
+    model, info = _resolve_model(model, dev, preprocess)
+    pre = info["preprocess"]
+    classes = info.get("classes")
+    if isinstance(images, (str, Path)):
+        images = [images]
+    items = _expand(images)
+    mode = "L" if pre.get("in_chans", 3) == 1 else "RGB"
+    transform = eval_transform(pre["image_size"], pre.get("crop_pct", 0.875))
+    pipeline = BatchPipeline(pre["image_size"], pre["mean"], pre["std"], None, False)
+    results: list[dict[str, Any]] = [{} for _ in items]
+    batch, where = [], []
+
+    def flush() -> None:
+        if not batch:
+            return
+        x, _ = pipeline(torch.stack(batch).to(dev), torch.zeros(len(batch), dtype=torch.long))
+        logits, _ = split_output(model(x))
+        probs = logits.float().softmax(1).cpu()
+        k = min(top_k, probs.shape[1])
+        p, idx = probs.topk(k, dim=1)
+        for row, i in enumerate(where):
+            results[i]["top"] = [
+                {"class": classes[j] if classes else str(j), "index": int(j),
+                 "prob": float(q)} for q, j in zip(p[row].tolist(), idx[row].tolist())]
+        batch.clear()
+        where.clear()
+
+    for i, item in enumerate(items):
+        name = str(item) if isinstance(item, (str, Path)) else f"<image {i}>"
+        results[i]["file"] = name
+        try:
+            if isinstance(item, (str, Path)):
+                img, note = open_image(item, mode, max_pixels or DEFAULT_MAX_PIXELS)
+            else:
+                from archlab.data.sources import _to_mode
+
+                img, note = _to_mode(item, mode)
+        except ImageFileError as e:
+            results[i]["error"] = e.reason
+            continue
+        if note:
+            results[i]["note"] = note
+        batch.append(transform(img))
+        where.append(i)
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    return results
