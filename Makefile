@@ -8,7 +8,6 @@ BIN = $(VENV)/bin
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 
 # torch and torchvision are pinned in pyproject.toml; pip takes them from the local disk.
 setup: $(BIN)/python
