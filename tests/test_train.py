@@ -28,8 +28,8 @@ from archlab.train import checkpoint as ckpt
 from archlab.train.losses import classification_loss
 from archlab.train.schedules import Schedule, one_cycle, step_decay, warmup_cosine
 from archlab.train.trainer import ModelEMA, build_optimizer, param_groups
+from conftest import TINY
 
-TINY = {"layers": [1, 1, 1], "widths": [8, 16, 32], "stem_width": 8}
 TINY_FLAG = "model_kwargs={layers: [1,1,1], widths: [8,16,32], stem_width: 8}"
 
 
@@ -39,13 +39,7 @@ def tiny_recipe(**kw) -> Recipe:
     return Recipe(**{**base, **kw})
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("ARCHLAB_OFFLINE", "1")
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:

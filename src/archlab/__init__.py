@@ -14,8 +14,8 @@ from archlab.data import ImageData, load_dataset
 from archlab.models import ModelCard, create_model, list_families, list_models, model_card
 from archlab.models.convert import convert_file, load_checkpoint, save_state_dict
 from archlab.train import (
-    Evaluation, FitResult, Recipe, TrainingDiverged, TrainingInterrupted, evaluate, fit,
-    load_trained, predict,
+    Evaluation, FitResult, Recipe, TrainingDiverged, TrainingInterrupted, deepen, evaluate,
+    fine_tune, fine_tune_at_resolution, fit, load_trained, lr_find, predict, tta_predict,
 )
 
 __version__ = "0.1.0"
@@ -23,7 +23,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Evaluation", "FitResult", "ImageData", "ModelCard", "Profile", "Recipe",
-    "TrainingDiverged", "TrainingInterrupted", "convert_file", "create_model", "evaluate",
-    "explain", "fit", "list_families", "list_models", "load_checkpoint", "load_dataset",
-    "load_trained", "model_card", "predict", "profile", "save_state_dict",
+    "TrainingDiverged", "TrainingInterrupted", "convert_file", "create_model", "deepen",
+    "evaluate", "explain", "fine_tune", "fine_tune_at_resolution", "fit", "list_families",
+    "list_models", "load_checkpoint", "load_dataset", "load_trained", "lr_find",
+    "model_card", "predict", "profile", "save_state_dict", "tta_predict",
 ]

@@ -55,6 +55,21 @@ class _Loader:
         self.drop_last = drop_last and len(data) >= batch_size
         self.epoch, self.start_batch = 0, 0
         self.generator = torch.Generator()
+        self.rank, self.world = 0, 1       # this process's slice of every batch (shard())
+
+    # Whether the device-side augmentation of this loader draws one stream per process
+    # (files: each process finishes only its slice) or the global batch's (memory).
+    _stream_per_rank = False
+
+    def shard(self, rank: int, world: int) -> None:
+        """Several processes (DDP): the batches stay the global ones, of `batch_size`, and
+        this process yields its slice `rank` of `world` equal slices of each."""
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not one of {world} processes")
+        if self.batch_size % world:
+            raise ValueError(f"batch_size {self.batch_size} is the global batch and must "
+                             f"divide among {world} processes")
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
         n = len(self.data)
@@ -64,7 +79,9 @@ class _Loader:
         """Prepare epoch `epoch`, optionally resuming at batch `start_batch` with the
         augmentation generator's saved state."""
         self.epoch, self.start_batch = epoch, start_batch
-        self.generator.manual_seed(epoch_seed(self.seed, epoch, 1))
+        seed = epoch_seed(self.seed, epoch, 1)
+        self.generator.manual_seed(_mix(seed, self.rank) if self._stream_per_rank
+                                   and self.world > 1 else seed)
         if rng_state is not None:
             set_generator_state(self.generator, rng_state)
 
@@ -102,6 +119,8 @@ class MemoryLoader(_Loader):
             idx = idx.to(self.device)
             labels = self.targets[idx]
             x, y = self.pipeline(self.images[idx], labels, self.generator)
+            if self.world > 1:  # the global batch's draws, then this process's slice
+                x, y, labels = (t.tensor_split(self.world)[self.rank] for t in (x, y, labels))
             yield x, y, labels
 
 
@@ -152,6 +171,8 @@ def _collate(items):
 class FileLoader(_Loader):
     """Batches of a file ImageData: decoded in DataLoader workers, finished on `device`."""
 
+    _stream_per_rank = True
+
     def __init__(self, data: ImageData, batch_size: int, pipeline: BatchPipeline,
                  transform, device: torch.device | str = "cpu", shuffle: bool = True,
                  drop_last: bool = True, seed: int = 0, workers: int | None = None,
@@ -176,6 +197,8 @@ class FileLoader(_Loader):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         self.dataset.epoch = self.epoch
         batches = self._batches()
+        if self.world > 1:  # decode only this process's slice of each global batch
+            batches = [b.tensor_split(self.world)[self.rank] for b in batches]
         if not batches:
             return
         loader = torch.utils.data.DataLoader(

@@ -6,3 +6,10 @@ from archlab.train.recipe import Recipe, presets  # noqa: F401
 from archlab.train.trainer import (  # noqa: F401
     FitResult, Trainer, TrainingDiverged, TrainingInterrupted, fit,
 )
+from archlab.train.distill import Distiller  # noqa: F401
+from archlab.train.finetune import TransferModel, fine_tune  # noqa: F401
+from archlab.train.lr_find import LRFinderResult, lr_find  # noqa: F401
+from archlab.train.progressive import ProgressivePlan, fine_tune_at_resolution  # noqa: F401
+from archlab.train.deepen import DeepenReport, deepen  # noqa: F401
+from archlab.train.distributed import SyncBatchNorm  # noqa: F401
+from archlab.train.tta import parse_tta, tta_predict, tta_views  # noqa: F401

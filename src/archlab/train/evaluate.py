@@ -18,12 +18,13 @@ from archlab.data.sources import (ImageData, ImageFileError, Issues, _is_image_n
                                   dataset_splits, load_dataset, open_image)
 from archlab.data.transforms import BatchPipeline, eval_transform
 from archlab.models.convert import CheckpointError
-from archlab.models.registry import create_model
+from archlab.train import finetune
 from archlab.train.checkpoint import read_model
 from archlab.train.losses import split_output
 from archlab.train.metrics import Metrics
 from archlab.train.progress import ProgressBar
 from archlab.train.trainer import resolve_device, run_eval
+from archlab.train.tta import DEFAULT_CROP_PCT, enlarged_side, parse_tta, run_eval_tta
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu"
@@ -34,7 +35,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu"
     if not name:
         raise CheckpointError(f"{path} holds a model built outside the registry; build it "
                               "yourself, load the weights and pass the module")
-    model = create_model(name, **info["model_kwargs"])
+    model = finetune.rebuild(info)   # with its transfer head when the run fine-tuned
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
@@ -58,15 +59,24 @@ class Evaluation:
     metrics: Metrics
     data: str
     issues: Issues = field(default_factory=Issues)
+    tta: str | None = None            # the test-time view spec (train/tta.py), None: plain
+    views: int = 1                    # how many views of each image were averaged
 
 
 def evaluate(model: nn.Module | str | Path, data: ImageData | str, *, split: str | None = None,
              batch_size: int = 256, device: str = "auto", preprocess: dict | None = None,
              amp: bool | None = None, workers: int | None = None, strict: bool = False,
-             root: str | Path | None = None, progress: bool = False) -> Evaluation:
+             root: str | Path | None = None, progress: bool = False,
+             tta: str | Sequence[str] | None = None, tta_beta: float | None = None,
+             tta_crop_from: str = "resize", tta_seed: int = 0) -> Evaluation:
     """Accuracy, top-5, loss, per-class accuracy and the confusion matrix of `model` (a
     trained run's path, or a module with `preprocess`) on `data` (an ImageData or a spec;
-    `split` defaults to 'test' where the source has one)."""
+    `split` defaults to 'test' where the source has one).
+
+    `tta` averages the softmax of several views of each image: 'flip', 'shift',
+    'five_crop', 'ten_crop', 'aug:N' or a '+' of them (see archlab.train.tta); `tta_beta`
+    blends the plain view in as fastai does, `tta_crop_from` ('resize' or 'pad') says how
+    images held in memory are enlarged for the crops."""
     dev = resolve_device(device)
     model, info = _resolve_model(model, dev, preprocess)
     pre = info["preprocess"]
@@ -78,19 +88,35 @@ def evaluate(model: nn.Module | str | Path, data: ImageData | str, *, split: str
                             strict=strict, root=root)
     if classes is not None and data.classes != list(classes):
         raise ValueError(f"the data's classes {data.classes} are not the model's {classes}")
-    pipeline = BatchPipeline(pre["image_size"], pre["mean"], pre["std"], None, data.in_memory)
-    transform = None if data.in_memory else eval_transform(pre["image_size"],
-                                                           pre.get("crop_pct", 0.875))
+    size, crop_pct = pre["image_size"], pre.get("crop_pct", 0.875)
+    spec = parse_tta(tta) if tta else None
+    # Crops of image files come from the image the plain view is the centre of (AlexNet's
+    # 224 of 256): load that whole; tta_views cuts the plain view back out of it.
+    side = size
+    if spec is not None and spec.crops and not data.in_memory and crop_pct < 1:
+        side = enlarged_side(size, crop_pct)
+    pipeline = BatchPipeline(side, pre["mean"], pre["std"], None, data.in_memory)
+    transform = None if data.in_memory else eval_transform(side, crop_pct if side == size
+                                                           else 1.0)
     loader = make_loader(data, batch_size, pipeline, transform=transform, device=dev,
                          shuffle=False, drop_last=False, workers=workers, strict=strict)
     amp = dev.type == "cuda" if amp is None else amp
-    bar = ProgressBar(len(loader), "eval", enabled=progress)
-    metrics = run_eval(model, loader, data.num_classes, data.classes, dev, amp, bar)
+    bar = ProgressBar(len(loader), "eval" if spec is None else f"eval, TTA {spec}",
+                      enabled=progress)
+    if spec is None:
+        metrics = run_eval(model, loader, data.num_classes, data.classes, dev, amp, bar)
+    else:
+        metrics = run_eval_tta(model, loader, data.num_classes, data.classes, spec,
+                               data.hflip, size, beta=tta_beta, crop_from=tta_crop_from,
+                               crop_pct=crop_pct if side != size else DEFAULT_CROP_PCT,
+                               amp=amp, seed=tta_seed, progress=bar)
     bar.close()
     issues = Issues()
     issues.extend(data.issues)
     issues.extend(loader.issues)
-    return Evaluation(metrics, data.spec.get("spec", data.name), issues)
+    return Evaluation(metrics, data.spec.get("spec", data.name), issues,
+                      str(spec) if spec is not None else None,
+                      spec.count(data.hflip) if spec is not None else 1)
 
 
 def _expand(images: Iterable) -> list:

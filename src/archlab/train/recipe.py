@@ -32,6 +32,7 @@ class Recipe:
     small_input: bool | None = None        # None: for images of 64 px or less
     pretrained: str | None = None          # checkpoint path or 'tv:...', 'timm:...'
     image_size: int | None = None          # None: the data's side (in memory), else the card's
+    init_from: str | None = None           # a shallower run/checkpoint (VGG's staged deepening)
 
     # -- the data --------------------------------------------------------------------
     batch_size: int = 128
@@ -75,6 +76,22 @@ class Recipe:
     clip_grad: float | None = None         # max global gradient norm
     ema: float = 0.0                       # EMA decay of the weights (0.999...); 0 is off
 
+    # -- transfer learning (fastai's fine_tune; train/finetune.py) ----------------------
+    fine_tune: bool = False                # new head on the body; frozen, then unfrozen
+    freeze_epochs: int = 1                 # phase 1: epochs with the body frozen (at lr)
+    head: str = "concat"                   # concat (fastai's pooled MLP head) | linear
+    unfrozen_lr: tuple[float, float] | None = None  # phase 2 (lo, hi); None: lr/200, lr/2
+    frozen_bn: str = "train"               # norms in the frozen body: train | stats | frozen
+
+    # -- knowledge distillation (DeiT; train/distill.py) --------------------------------
+    teacher: str | None = None             # a run directory, a model file or a registered name
+    distill: str = "none"                  # none | soft | hard
+    distill_alpha: float = 0.5             # loss = (1 - alpha) CE(labels) + alpha distill
+    distill_tau: float = 1.0               # soft distillation temperature
+
+    # -- progressive learning (EfficientNetV2; train/progressive.py) --------------------
+    progressive: dict[str, Any] | list | None = None  # {start_size, end_size, stages, ...}
+
     # -- machine and bookkeeping -----------------------------------------------------
     device: str = "auto"                   # auto | cpu | cuda | cuda:1 | mps
     amp: bool | None = None                # bf16 autocast
@@ -84,12 +101,19 @@ class Recipe:
     tensorboard: bool = False
     strict: bool = False                   # undecodable files are errors, not skips
     progress: bool = True
+    sync_bn: bool = False                  # several processes (torchrun): batch norm over
+                                           # the global batch, not each process's share
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
         self.milestones = tuple(self.milestones)
         if self.moms is not None:
             self.moms = tuple(self.moms)
+        if self.unfrozen_lr is not None:
+            self.unfrozen_lr = tuple(self.unfrozen_lr)
+        if isinstance(self.progressive, (list, tuple)):  # YAML keeps lists, not tuples
+            self.progressive = [list(x) if isinstance(x, (list, tuple)) else x
+                                for x in self.progressive]
         self.model_kwargs = dict(self.model_kwargs or {})
         self.validate()
 
@@ -118,11 +142,36 @@ class Recipe:
             raise ValueError(f"recipe: lr must be positive, got {self.lr}")
         if self.schedule == "step" and not self.milestones:
             raise ValueError("recipe: the step schedule needs milestones (epochs)")
+        if self.init_from and self.pretrained:
+            raise ValueError("recipe: init_from (a shallower run of the same family) and "
+                             "pretrained both give the first weights; keep one")
+        choice("head", ("concat", "linear"))
+        choice("frozen_bn", ("train", "stats", "frozen"))
+        choice("distill", ("none", "soft", "hard"))
+        if self.fine_tune and self.freeze_epochs < 0:
+            raise ValueError(f"recipe: freeze_epochs must be 0 or more, got {self.freeze_epochs}")
+        if self.unfrozen_lr is not None and not (
+                len(self.unfrozen_lr) == 2 and 0 < self.unfrozen_lr[0] <= self.unfrozen_lr[1]):
+            raise ValueError(f"recipe: unfrozen_lr is (lowest, highest) with 0 < lowest <= "
+                             f"highest, got {self.unfrozen_lr}")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"recipe: distill_alpha lies in [0, 1], got {self.distill_alpha}")
+        if self.distill_tau <= 0:
+            raise ValueError(f"recipe: distill_tau must be positive, got {self.distill_tau}")
+        if self.progressive is not None:
+            from archlab.train.progressive import ProgressivePlan  # checks the schedule's form
+
+            ProgressivePlan.from_recipe(self)
 
     # -- resolved values -------------------------------------------------------------
     @property
     def peak_lr(self) -> float:
         return self.lr if self.lr is not None else (0.1 if self.optimizer == "sgd" else 1e-3)
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of the whole run: fine-tuning adds its frozen phase before `epochs`."""
+        return self.epochs + (self.freeze_epochs if self.fine_tune else 0)
 
     @property
     def wd(self) -> float:

@@ -40,6 +40,8 @@ from archlab.data.split import indices_digest, train_val_split
 from archlab.data.transforms import BatchPipeline, eval_transform, file_transform
 from archlab.models.registry import create_model
 from archlab.train import checkpoint as ckpt
+from archlab.train import distributed
+from archlab.train import finetune, progressive
 from archlab.train.losses import classification_loss, split_output, unwrap
 from archlab.train.metrics import Meter, Metrics
 from archlab.train.progress import ProgressBar, fmt_time
@@ -104,11 +106,26 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, weight_decay: float,
+                 layer_lrs: Sequence[tuple[Sequence[nn.Parameter], float]] | None = None
+                 ) -> list[dict[str, Any]]:
     """Weight decay on weights only: norms' scales and all biases (one-dimensional
     parameters) are left alone, as are the names a model lists in `no_weight_decay()`
-    (position embeddings, class tokens)."""
+    (position embeddings, class tokens).
+
+    `layer_lrs` [(parameters, lr_scale)] gives every layer group its own pair of groups
+    whose `lr_scale` multiplies the schedule's rate (discriminative fine-tuning)."""
     skip = set(getattr(model, "no_weight_decay", lambda: ())())
+    if layer_lrs is not None:
+        names = {id(p): n for n, p in model.named_parameters()}
+        out = []
+        for params, scale in layer_lrs:
+            params = [p for p in params if p.requires_grad]
+            no = [p for p in params if p.ndim <= 1 or names.get(id(p)) in skip]
+            yes = [p for p in params if not (p.ndim <= 1 or names.get(id(p)) in skip)]
+            out += [{"params": g, "weight_decay": wd, "lr_scale": scale}
+                    for g, wd in ((yes, weight_decay), (no, 0.0)) if g]
+        return out
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -120,8 +137,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return groups
 
 
-def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    groups = param_groups(model, recipe.wd)
+def build_optimizer(model: nn.Module, recipe: Recipe,
+                    layer_lrs: Sequence[tuple[Sequence[nn.Parameter], float]] | None = None
+                    ) -> torch.optim.Optimizer:
+    groups = param_groups(model, recipe.wd, layer_lrs)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=recipe.peak_lr, momentum=recipe.momentum,
                                nesterov=recipe.nesterov and recipe.momentum > 0)
@@ -208,11 +227,12 @@ class Trainer:
                  test_data: ImageData | str | None = None,
                  run_dir: str | Path | None = None, resume: bool = False,
                  callbacks: Sequence[Any] = (), verbose: bool = True,
-                 root: str | Path | None = None) -> None:
+                 root: str | Path | None = None, teacher: nn.Module | None = None) -> None:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks)
         self.verbose = verbose
         self._stop = False
+        self._stop_agreed = False          # several processes: the stop they agreed on
         self._extra_loaders: list[Any] = []
         self.resume_state: dict[str, Any] | None = None
         if resume:
@@ -238,6 +258,13 @@ class Trainer:
 
         # The device decides the switches left at None: on for CUDA, off elsewhere.
         self.device = resolve_device(r.device)
+        # Started by torchrun with several processes: DDP (train/distributed.py); rank 0
+        # alone prints, writes and evaluates.
+        self.dist = distributed.setup(r.device)
+        if self.dist is not None:
+            self.device = self.dist.device
+            if not self.dist.is_main:
+                self.verbose, self.run_dir = False, None
         cuda = self.device.type == "cuda"
         self.amp = r.amp if r.amp is not None else (cuda and torch.cuda.is_bf16_supported())
         self.channels_last = r.channels_last if r.channels_last is not None else cuda
@@ -250,14 +277,30 @@ class Trainer:
         stats = self._setup_preprocess(net)
         self._setup_loaders(stats)
 
+        if self.dist is not None and r.sync_bn:
+            net = distributed.convert_sync_batchnorm(net, self.device)
         net.to(self.device)
         if self.channels_last:
             net.to(memory_format=torch.channels_last)
         self.model = net
-        self.optimizer = build_optimizer(net, r)
-        self.schedule = Schedule.from_recipe(r, self.steps_per_epoch)
-        self.total_steps = r.epochs * self.steps_per_epoch
+        self.phase = None
+        if r.fine_tune:
+            self.schedule = finetune.PhasedSchedule(r, self.steps_per_epoch)
+            self._enter_phase(0)
+        else:
+            self.optimizer = build_optimizer(net, r)
+            self.schedule = Schedule.from_recipe(r, self.steps_per_epoch)
+        self.total_steps = r.total_epochs * self.steps_per_epoch
         self.ema = ModelEMA(net, r.ema) if r.ema > 0 else None
+        self.progressive = None
+        if r.progressive is not None:
+            self.progressive = progressive.ProgressivePlan.from_recipe(r)
+            self.log(progressive.describe(self.progressive, r.total_epochs, self.image_size))
+        self.distiller = None
+        if r.distill != "none":
+            from archlab.train.distill import for_trainer
+
+            self.distiller = for_trainer(self, teacher)
         self.train_model = torch.compile(net) if self.compile else net
         self.params = [p for p in net.parameters() if p.requires_grad]
 
@@ -358,10 +401,18 @@ class Trainer:
             # A module built by the caller: its registered name (if any) is recorded so that
             # `archlab eval` can rebuild it, assuming it was built with these kwargs.
             net, self.model_name = model, getattr(model, "model_name", None)
-            if getattr(net, "num_classes", num_classes) != num_classes:
+            if not r.fine_tune and getattr(net, "num_classes", num_classes) != num_classes:
                 raise ValueError(f"the model has {net.num_classes} outputs but the data "
                                  f"{num_classes} classes; call model.reset_classifier("
                                  f"{num_classes}) first")
+        if r.init_from and self.resume_state is None:
+            # VGG's staged training: start from a trained shallower net of the family.
+            from archlab.train.deepen import deepen
+
+            for line in deepen(r.init_from, net)[1].summary():
+                self.log(line)
+        if r.fine_tune:  # cut at forward_features, under a new head for these classes
+            net = finetune.prepare(net, num_classes, r.head)
         self.card = getattr(net, "card", None)
         self.model_kwargs = {"num_classes": num_classes, "in_chans": in_chans,
                              "small_input": bool(small), **r.model_kwargs}
@@ -428,6 +479,10 @@ class Trainer:
             transform=None if in_memory else file_transform(augment, size, r.crop_pct),
             device=self.device, shuffle=True, drop_last=True, seed=r.seed, workers=r.workers,
             strict=r.strict)
+        if self.dist is not None:  # each process takes its slice of every global batch
+            self.train_loader.shard(self.dist.rank, self.dist.world_size)
+            if not self.dist.is_main:
+                self.val_data = self.test_data = None
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
             raise ValueError("no training batches")
@@ -442,8 +497,33 @@ class Trainer:
             with open(self.run_dir / "run.log", "a") as f:
                 f.write(message + "\n")
 
+    def _enter_phase(self, epoch: int) -> None:
+        """Fine-tuning: freeze or unfreeze for the phase of `epoch` and build its optimizer,
+        one pair of groups per layer group with its rate as `lr_scale` of the top rate."""
+        self.phase, groups = finetune.enter_phase(self.model, self.recipe, epoch)
+        top = self.phase.lrs[1]
+        self.optimizer = build_optimizer(self.model, self.recipe,
+                                         [(g, rate / top) for _, g, rate in groups])
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.log(f"fine-tuning, phase {self.phase.name} from epoch {epoch + 1}: "
+                 f"{sum(p.numel() for p in self.params):,} trainable parameters")
+
     def request_stop(self) -> None:
         self._stop = True
+
+    def _stopping(self) -> bool:
+        """Whether to stop now: with several processes, what they all agreed at the last
+        check of the loss, so that none is left waiting for the others."""
+        return self._stop if self.dist is None else self._stop_agreed
+
+    def _ddp_model(self) -> nn.Module:
+        """The model under DistributedDataParallel (built again when fine-tuning changes
+        which parameters train), compiled on top when compiling."""
+        wrapped = self.dist.wrap(self.model)
+        if wrapped is not getattr(self, "_ddp_wrapped", None):
+            self._ddp_wrapped = wrapped
+            self.train_model = torch.compile(wrapped) if self.compile else wrapped
+        return self.train_model
 
     def eval_loader(self, data: ImageData, batch_size: int | None = None):
         pipeline = BatchPipeline(self.image_size, self.preprocess.mean, self.preprocess.std,
@@ -506,6 +586,8 @@ class Trainer:
     def _restore(self, weights: dict[str, torch.Tensor], train: dict[str, torch.Tensor]) -> None:
         s = self.resume_state
         self.model.load_state_dict(weights)
+        if self.recipe.fine_tune:  # the optimizer of the phase the checkpoint was written in
+            self._enter_phase(s["epoch"])
         self.optimizer.load_state_dict(ckpt.join_optimizer_state(train, s["optimizer"]))
         if self.ema is not None:
             self.ema.module.load_state_dict(
@@ -539,7 +621,7 @@ class Trainer:
                      f"{self.train_data.describe()}")
             self.log(f"  {len(self.train_data):,} train / "
                      f"{len(self.val_data) if self.val_data else 0:,} val images, "
-                     f"{self.image_size} px, batch {r.batch_size}, {r.epochs} epochs of "
+                     f"{self.image_size} px, batch {r.batch_size}, {r.total_epochs} epochs of "
                      f"{self.steps_per_epoch} steps, {r.optimizer} lr {r.peak_lr:g} "
                      f"({r.schedule}), augment {r.augment}, device {self.device}"
                      + "".join(f", {name}" for name, on in (
@@ -547,13 +629,17 @@ class Trainer:
                          ("compiled", self.compile)) if on))
             for line in self.data.issues.summary():
                 self.log(f"  data: {line}")
+            if self.dist is not None:
+                self.log(f"  {self.dist.describe()}: each takes "
+                         f"{r.batch_size // self.dist.world_size} of every batch of "
+                         f"{r.batch_size}" + (", batch norm synchronised" if r.sync_bn else ""))
             if self.run_dir is not None:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 r.to_yaml(self.run_dir / "recipe.yaml")
         writer = self._tensorboard()
         with self._signals():
-            while self.epoch < r.epochs:
-                row = None if self._stop else self._train_epoch()
+            while self.epoch < r.total_epochs:
+                row = None if self._stopping() else self._train_epoch()
                 if row is None:  # stopped mid-epoch, or between two epochs
                     self.save_checkpoint()
                     msg = (f"stopped at step {self.step} (epoch {self.epoch + 1}, batch "
@@ -586,6 +672,8 @@ class Trainer:
             self.log("data problems met during the run:")
             for line in issues.summary():
                 self.log(f"  {line}")
+        if self.dist is not None:  # the others wait for rank 0's evaluation, then all end
+            self.dist.barrier()
         return FitResult(self.eval_model, self.history, self.run_dir, self.info(), self.best,
                          test, issues)
 
@@ -601,13 +689,15 @@ class Trainer:
     def _train_epoch(self) -> dict[str, Any] | None:
         r, e = self.recipe, self.epoch
         partial = self._partial if self.batch_in_epoch else None
+        if self.progressive is not None:  # this epoch's image size and regularisation
+            progressive.apply(self, e)
         if partial is not None:
             self.train_loader.set_epoch(e, self.batch_in_epoch, self._resume_rng["augment"])
             ckpt.set_rng_states(self._resume_rng)
         else:
             self.batch_in_epoch = 0
             self.train_loader.set_epoch(e)
-            torch.manual_seed(epoch_seed(r.seed, e, 3))
+            torch.manual_seed(epoch_seed(r.seed, e, 3) + (self.dist.rank if self.dist else 0))
         acc = partial or {"loss_sum": 0.0, "correct": 0, "seen": 0, "data_time": 0.0,
                           "elapsed": 0.0, "skipped": 0}
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -615,10 +705,10 @@ class Trainer:
         seen, data_time, elapsed = 0, 0.0, 0.0
         window: list[tuple[int, torch.Tensor]] = []
         check_every = 1 if self.device.type == "cpu" else 16
-        bar = ProgressBar(self.steps_per_epoch, f"epoch {e + 1}/{r.epochs}",
+        bar = ProgressBar(self.steps_per_epoch, f"epoch {e + 1}/{r.total_epochs}",
                           enabled=r.progress and self.verbose)
         bar.count = self.batch_in_epoch
-        model = self.train_model
+        model = self.train_model if self.dist is None else self._ddp_model()
         model.train()
         it = iter(self.train_loader)
         t_last = time.perf_counter()
@@ -632,7 +722,10 @@ class Trainer:
             lr = self.schedule.apply(self.optimizer, self.step)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 output = model(x)
-            loss, logits = classification_loss(output, y, self.model, r.label_smoothing)
+            if self.distiller is not None:  # the teacher sees this same augmented batch
+                loss, logits = self.distiller.loss(output, y, x, self.model, r.label_smoothing)
+            else:
+                loss, logits = classification_loss(output, y, self.model, r.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if r.clip_grad:
@@ -659,7 +752,7 @@ class Trainer:
             for cb in self.callbacks:
                 if hasattr(cb, "on_step_end"):
                     cb.on_step_end(self)
-            if self._stop and self.batch_in_epoch < self.steps_per_epoch:
+            if self._stopping() and self.batch_in_epoch < self.steps_per_epoch:
                 self._check_finite(window, lr)
                 self._partial = {
                     "loss_sum": acc["loss_sum"] + float(loss_sum), "seen": acc["seen"] + seen,
@@ -670,9 +763,19 @@ class Trainer:
                 bar.close()
                 return None
         bar.close()
+        if self.dist is not None:  # the global batch's loss and accuracy, not one slice's
+            sums = self.dist.sum(torch.stack([loss_sum.double(), correct.double(),
+                                              torch.tensor(seen, dtype=torch.float64,
+                                                           device=loss_sum.device)]))
+            loss_sum, correct, seen = sums[0], sums[1].long(), int(sums[2])
         self._partial = None
         self.batch_in_epoch = 0
         self.epoch += 1
+        if (r.fine_tune and self.epoch < r.total_epochs
+                and finetune.phase_at(r, self.epoch).name != self.phase.name):
+            # Phase 2 starts: unfreeze, and a new optimizer with the spread rates; the
+            # checkpoint below holds it, so a resumed run continues in phase 2.
+            self._enter_phase(self.epoch)
         self.train_time += elapsed
         total_seen = acc["seen"] + seen
         epoch_time = acc["elapsed"] + elapsed
@@ -704,6 +807,8 @@ class Trainer:
         if not window:
             return
         values = torch.stack([v for _, v in window]).float().cpu()
+        if self.dist is not None:  # a NaN anywhere, or a stop asked anywhere, is everyone's
+            values, self._stop_agreed = self.dist.check(values, self._stop)
         bad = (~torch.isfinite(values)).nonzero()
         if len(bad):
             step = window[int(bad[0])][0]
@@ -718,7 +823,7 @@ class Trainer:
             raise TrainingDiverged(msg)
 
     def _epoch_line(self, row: dict[str, Any]) -> str:
-        parts = [f"epoch {row['epoch']}/{self.recipe.epochs}",
+        parts = [f"epoch {row['epoch']}/{self.recipe.total_epochs}",
                  f"train loss {row['train_loss']:.4f} acc {row['train_top1']:.2%}"]
         if "val_top1" in row:
             parts.append(f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.2%}"
@@ -744,7 +849,8 @@ class Trainer:
     def _signals(self):
         """SIGINT and SIGTERM finish the current step, save a checkpoint and stop; a second
         SIGINT stops at once."""
-        if self.run_dir is None or threading.current_thread() is not threading.main_thread():
+        if (self.run_dir is None and self.dist is None) or \
+                threading.current_thread() is not threading.main_thread():
             yield
             return
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -772,7 +878,8 @@ def fit(model: nn.Module | str | None, data: ImageData | str, recipe: Recipe | s
 
     Keyword arguments: val_data, test_data, run_dir (checkpoints and metrics go there;
     None keeps everything in memory), resume (continue the run in run_dir), callbacks,
-    verbose, root (where named datasets are looked for). Returns a FitResult with the
+    verbose, root (where named datasets are looked for), teacher (a module to distil
+    from, when the recipe's distill is on). Returns a FitResult with the
     trained model, the per-epoch history and the test metrics when there is a test split.
     """
     threads = torch.get_num_threads()

@@ -1,0 +1,28 @@
+"""Fixtures shared by the training and study tests."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+# A CIFAR ResNet of one block per stage, 8-16-32 channels: a run on the 8x8 digits takes a
+# second or two on one CPU thread.
+TINY = {"layers": [1, 1, 1], "widths": [8, 16, 32], "stem_width": 8}
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No cache or download outside the test's directory; torch's thread count restored
+    (a recipe's `threads` sets it for the process)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("ARCHLAB_OFFLINE", "1")
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's 1,797 8x8 digits."""
+    from archlab.data import load_dataset
+
+    return load_dataset("digits")
