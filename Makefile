@@ -16,19 +16,15 @@ setup: $(BIN)/python
 setup-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 
-# The tour: what exists and what it costs, then a small ResNet trained on Fashion-MNIST
-# (installed from Debian when possible), evaluated and explained.
+# The main job: `archlab compare` runs the quick-tour protocol (seven families and a classical
+# baseline on Fashion-MNIST, about ten minutes on two CPU cores) and writes its report.
+# Fashion-MNIST comes from Debian when it can be installed.
 demo: setup
 	@[ -e /usr/share/datasets/fashion-mnist ] || [ -n "$$ARCHLAB_DATA" ] || \
 	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq dataset-fashion-mnist; } || \
 	  sudo apt-get install -y -qq dataset-fashion-mnist || \
 	  echo "Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist, or set ARCHLAB_DATA to a folder of its idx files (online, archlab downloads it)."
-	$(BIN)/archlab models
-	$(BIN)/archlab info vgg16 --layers --depth 2
-	$(BIN)/archlab calc stack --kernel 3 --layers 3 --channels 64
-	$(BIN)/archlab train --model resnet20 --data fashion-mnist --epochs 2 --threads 1 --out runs/demo-resnet20
-	$(BIN)/archlab eval runs/demo-resnet20
-	$(BIN)/archlab explain runs/demo-resnet20 --method filters,gradcam,errors --out runs/demo-resnet20/explain
+	$(BIN)/archlab compare
 
 test: setup-test
 	$(BIN)/python -m pytest -q tests

@@ -137,6 +137,22 @@ def test_vgg_a_lrn_normalises_after_the_first_layer_only():
     assert names[:4] == ["conv1_1", "relu1_1", "lrn1", "pool1"]
 
 
+def test_small_vgg_takes_28px_and_a_width():
+    # Ceil-mode pooling: 28 -> 14 -> 7 -> 4 -> 2 -> 1, so Fashion-MNIST needs no resize.
+    model = archlab.create_model("vgg11_bn", num_classes=10, in_chans=1, small_input=True,
+                                 width=0.25, fc_dim=128).eval()
+    feats = model.forward_features(torch.randn(2, 1, 28, 28))
+    assert feats.shape == (2, 128, 1, 1)
+    convs = [m.out_channels for m in model.features if isinstance(m, nn.Conv2d)]
+    assert convs == [16, 32, 64, 64, 128, 128, 128, 128]   # Table 1's A, a quarter as wide
+    # conv weights + biases, BN scale and shift, then 128 -> 128 -> 128 -> 10
+    expected = sum(9 * i * o + o + 2 * o for i, o in zip([1] + convs[:-1], convs))
+    expected += (128 * 128 + 128) * 2 + 128 * 10 + 10
+    assert count_params(model) == expected
+    with pytest.raises(ValueError, match="width"):
+        archlab.create_model("vgg11", small_input=True, width=0)
+
+
 @pytest.mark.parametrize("deeper", ["vgg_b", "vgg_c", "vgg_d", "vgg_e"])
 def test_every_layer_of_net_a_initialises_a_deeper_net_by_name(deeper):
     # The paper's staged training: net A's layers start the deeper configurations.

@@ -334,10 +334,27 @@ _RECIPE_FLAGS = [
     ("--workers", "workers", int, "DataLoader workers for image files"),
     ("--threads", "threads", int, "torch CPU threads"),
     ("--pretrained", "pretrained", str, "start from a checkpoint or 'tv:...' / 'timm:...'"),
+    ("--init-from", "init_from", str, "a trained shallower run of the family (VGG's staged "
+                                      "deepening: its layers initialise this deeper net)"),
+    ("--freeze-epochs", "freeze_epochs", int, "--fine-tune: epochs with the body frozen "
+                                              "(default 1)"),
+    ("--head", "head", str, "--fine-tune: the new head, concat (fastai's) or linear"),
+    ("--frozen-bn", "frozen_bn", str, "--fine-tune: norms of the frozen body: train "
+                                      "(fastai), stats (BN statistics only) or frozen"),
+    ("--teacher", "teacher", str, "distil from a run directory (or model file) archlab "
+                                  "trained"),
+    ("--distill", "distill", str, "none, soft (KL at --distill-tau) or hard (teacher's "
+                                  "argmax; DeiT)"),
+    ("--distill-alpha", "distill_alpha", float, "weight of the distillation loss (0.5)"),
+    ("--distill-tau", "distill_tau", float, "soft distillation temperature"),
 ]
 _RECIPE_SWITCHES = [("amp", "bf16 autocast"), ("compile", "torch.compile"),
                     ("channels-last", "channels_last memory format"),
-                    ("small-input", "the 28-64 px (CIFAR-style) variant of the model")]
+                    ("small-input", "the 28-64 px (CIFAR-style) variant of the model"),
+                    ("fine-tune", "transfer learning: new head, body frozen for "
+                                  "--freeze-epochs, then unfrozen with learning rates spread "
+                                  "over the layer groups (needs --pretrained)"),
+                    ("sync-bn", "under torchrun: batch norm over the global batch")]
 
 
 def _parser_train(sub) -> None:
@@ -363,6 +380,12 @@ def _parser_train(sub) -> None:
     for name, text in _RECIPE_SWITCHES:
         p.add_argument(f"--{name}", dest=name.replace("-", "_"), default=None,
                        action=argparse.BooleanOptionalAction, help=text)
+    p.add_argument("--unfrozen-lr", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="--fine-tune: phase 2 learning rates, spread geometrically from the "
+                        "stem (LO) to the head (HI); default lr/200 .. lr/2")
+    p.add_argument("--progressive", metavar="START-END[xSTAGES]|EPOCH:SIZE,...",
+                   help="progressive resizing (EfficientNetV2): 16-32x4 grows the image side "
+                        "from 16 px to 32 px in 4 stages; 0:16,3:24 sets sizes by epoch")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other recipe field, e.g. --set moms=null --set warmup_epochs=1")
     p.add_argument("--strict", action="store_true", default=None,
@@ -393,6 +416,12 @@ def _recipe_from_args(args):
         value = getattr(args, name.replace("-", "_"))
         if value is not None:
             changes[name.replace("-", "_")] = value
+    if getattr(args, "unfrozen_lr", None):
+        changes["unfrozen_lr"] = list(args.unfrozen_lr)
+    if getattr(args, "progressive", None):
+        from archlab.train.progressive import parse_cli
+
+        changes["progressive"] = parse_cli(args.progressive)
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
@@ -416,6 +445,13 @@ def _default_run_dir(model: str, data: str):
     while path.exists():
         path, n = Path("runs") / f"{stem}-{n}", n + 1
     return path
+
+
+def _rank() -> int:
+    """This process's rank when torchrun started several (0 otherwise)."""
+    import os
+
+    return int(os.environ.get("RANK", "0") or 0)
 
 
 def cmd_train(args) -> int:
@@ -447,8 +483,11 @@ def cmd_train(args) -> int:
         if has_checkpoint(run_dir):
             raise ValueError(f"{run_dir} already holds a run: continue it with --resume "
                              f"{run_dir}, or choose another --out")
-        print(f"run directory: {run_dir}")
+        if _rank() == 0:
+            print(f"run directory: {run_dir}")
         result = fit(model, args.data, recipe, run_dir=run_dir, root=args.data_root)
+    if _rank() > 0:  # under torchrun the first process speaks for all
+        return 0
     last = result.history[-1] if result.history else {}
     if "val_top1" in last:
         print(f"final validation top-1 {last['val_top1']:.2%}"
@@ -456,6 +495,50 @@ def cmd_train(args) -> int:
                  if result.best else ""))
     print(f"weights: {run_dir / 'model.safetensors'}; metrics: {run_dir / 'metrics.csv'}")
     print(f"next: archlab eval {run_dir} --data {args.data or result.info['dataset']}")
+    return 0
+
+
+def _parser_lr_find(sub) -> None:
+    p = sub.add_parser("lr-find", help="learning-rate range test: loss against lr, a suggestion",
+                       description="Train for up to --num-it steps with the learning rate "
+                                   "growing exponentially from --start-lr to --end-lr, stop "
+                                   "when the smoothed loss exceeds 4x its minimum, put the "
+                                   "weights back, plot loss against lr and suggest a rate "
+                                   "(fastai's 'valley': the middle of the longest descent).")
+    p.add_argument("model", help="registered name (see `archlab models`)")
+    p.add_argument("--data", required=True, help="a dataset spec, as for `archlab train`")
+    p.add_argument("--data-root", help="folder holding the named dataset's files")
+    p.add_argument("--recipe", help="a preset name or a YAML file (optimizer, batch size...)")
+    for flag, _field, typ, text in _RECIPE_FLAGS:
+        p.add_argument(flag, type=typ, help=text)
+    for name, text in _RECIPE_SWITCHES:
+        p.add_argument(f"--{name}", dest=name.replace("-", "_"), default=None,
+                       action=argparse.BooleanOptionalAction, help=text)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any other recipe field")
+    p.add_argument("--start-lr", type=float, default=1e-7)
+    p.add_argument("--end-lr", type=float, default=10.0)
+    p.add_argument("--num-it", type=int, default=100, help="steps of the sweep (default 100)")
+    p.add_argument("--suggest", default="valley", choices=("valley", "steep", "minimum"))
+    p.add_argument("--plot", default="lr_find.png", help="PNG to write (default lr_find.png)")
+    p.set_defaults(func=cmd_lr_find, strict=None, tensorboard=None, no_progress=True,
+                   unfrozen_lr=None, progressive=None)
+
+
+def cmd_lr_find(args) -> int:
+    from archlab.train.lr_find import lr_find
+
+    recipe = _recipe_from_args(args)
+    result = lr_find(args.model, args.data, recipe, start_lr=args.start_lr,
+                     end_lr=args.end_lr, num_it=args.num_it, suggest=args.suggest,
+                     plot=args.plot, root=args.data_root)
+    print(f"{len(result.lrs)} steps from {result.lrs[0]:.1e} to {result.lrs[-1]:.1e}"
+          + (" (stopped: the loss diverged)" if result.diverged else ""))
+    for name, lr in result.suggestions.items():
+        print(f"  {name:8s} {lr:.2e}" + ("  <- suggested" if name == result.method else ""))
+    print(f"plot: {result.plot_path}")
+    print(f"next: archlab train --model {args.model} --data {args.data} --lr "
+          f"{result.suggestion:.2g}")
     return 0
 
 
@@ -475,6 +558,15 @@ def _parser_eval(sub) -> None:
     p.add_argument("--strict", action="store_true", help="stop at the first undecodable file")
     p.add_argument("--no-confusion", action="store_true", help="skip the confusion matrix")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--tta", metavar="VIEWS",
+                   help="test-time augmentation: average the softmax over views: flip, shift, "
+                        "five_crop, ten_crop (AlexNet), aug:N, or a '+' of them")
+    p.add_argument("--tta-beta", type=float, metavar="BETA",
+                   help="weight of the plain view against the mean of the others (fastai: "
+                        "0.25; default: every view alike)")
+    p.add_argument("--tta-crop-from", choices=("resize", "pad"), default="resize",
+                   help="crops of images held in memory come from the image upscaled by "
+                        "1/0.875 (resize) or reflect-padded to that size (pad)")
     p.set_defaults(func=cmd_eval)
 
 
@@ -490,13 +582,18 @@ def cmd_eval(args) -> int:
             raise ValueError("name the data: --data SPEC")
     result = evaluate(args.checkpoint, data, split=args.split, batch_size=args.batch_size,
                       device=args.device, workers=args.workers, strict=args.strict,
-                      root=args.data_root, progress=not args.json)
+                      root=args.data_root, progress=not args.json, tta=args.tta,
+                      tta_beta=args.tta_beta, tta_crop_from=args.tta_crop_from)
     m = result.metrics
     if args.json:
-        print(json.dumps({**m.as_dict(), "data": result.data,
-                          "issues": result.issues.as_dict()}, indent=1))
+        print(json.dumps({**m.as_dict(), "data": result.data, "tta": result.tta,
+                          "views": result.views, "issues": result.issues.as_dict()},
+                         indent=1))
         return 0
-    print(f"{args.checkpoint} on {result.data}: {m.n:,} images")
+    tta = (f", TTA {result.tta}: mean of {result.views} views per image"
+           + (f" (plain view weighted {args.tta_beta:g})" if args.tta_beta is not None else "")
+           if result.tta else "")
+    print(f"{args.checkpoint} on {result.data}: {m.n:,} images{tta}")
     print(f"  top-1 {m.top1:.2%}" + (f"  top-5 {m.top5:.2%}" if m.top5 is not None else "")
           + f"  loss {m.loss:.4f}")
     print()
@@ -625,11 +722,149 @@ def cmd_explain(args) -> int:
 
 
 # --------------------------------------------------------------------------------------
+# archlab compare / report
+# --------------------------------------------------------------------------------------
+
+
+def _protocol_presets() -> list[str]:
+    from archlab.study.protocol import presets
+
+    return presets()
+
+
+def _parser_compare(sub) -> None:
+    p = sub.add_parser(
+        "compare", help="train many architectures under one protocol; results in a study",
+        description="Run every (architecture, seed) pair of a protocol, record each run in "
+                    "the study database (SQLite beside the study, or PostgreSQL with --db), "
+                    "then print the results table and write report.html. Running the same "
+                    "command again resumes: finished runs are skipped, an interrupted one "
+                    "continues from its checkpoint. `archlab compare --worker --study DIR` "
+                    "(or --db URL) in more processes or on more machines shares the work.")
+    p.add_argument("protocol", nargs="?",
+                   help="a preset (" + ", ".join(_protocol_presets()) + "; default "
+                        "quick-tour) or a protocol YAML file")
+    p.add_argument("--models", nargs="+", metavar="NAME",
+                   help="run these instead of the protocol's list (its entries keep their "
+                        "overrides; other registered names use the shared recipe)")
+    p.add_argument("--data", help="the dataset instead of the protocol's: fashion-mnist, "
+                                  "mnist, digits, cifar10, cifar100, a folder or a CSV")
+    p.add_argument("--data-root", help="folder holding the named dataset's files")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="e.g. --seeds 0 1 2")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the protocol, e.g. --set recipe.epochs=3 "
+                        "--set data.train_fraction=0.5 --set budget.run=10m")
+    p.add_argument("--study", help="the study directory (default: studies/<protocol name>)")
+    p.add_argument("--db", help="the study database: a PostgreSQL URL "
+                                "(postgresql://user@host/db) for workers on several machines, "
+                                "or an SQLite file (default: <study>/study.db)")
+    p.add_argument("--worker", action="store_true",
+                   help="join an existing study (--study or --db) and take runs until none "
+                        "is left; writes no report")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the recipe's auto)")
+    p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    p.add_argument("--lease", type=float, default=120.0, metavar="SECONDS",
+                   help="a running run whose worker has been silent this long is taken over "
+                        "(default 120)")
+    p.add_argument("--list", action="store_true",
+                   help="list the shipped protocols and stop")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show the runs and their state, train nothing")
+    p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="only the study's lines, not the trainer's")
+    p.set_defaults(func=cmd_compare)
+
+
+def _parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set takes KEY=VALUE (e.g. recipe.epochs=3), got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_compare(args) -> int:
+    from archlab.study import runner
+    from archlab.study.protocol import load_protocol, preset_path, presets
+
+    if args.list:
+        import yaml
+
+        rows = []
+        for name in presets():
+            body = yaml.safe_load(preset_path(name).read_text()) or {}
+            desc = " ".join(str(body.get("description") or "").split())
+            rows.append((name, str(body.get("data", {}).get("dataset") or "(--data)"),
+                         str(len(body.get("models") or [])), desc[:90]))
+        print_table(rows, ("protocol", "data", "models", "description"), "llrl")
+        return 0
+    overrides = _parse_sets(args.set)
+    if args.dry_run:
+        proto = load_protocol(args.protocol, models=args.models, data=args.data,
+                              seeds=args.seeds, overrides=overrides)
+        rows = runner.plan(proto, args.study, args.db)
+        print(f"protocol {proto.name} [{proto.hash[:8]}] on {proto.dataset}: "
+              f"{len(rows)} runs")
+        print_table([(r["label"], r["model"], r["seed"], r["status"], r["key"][:8])
+                     for r in rows], ("label", "model", "seed", "status", "run"), "llrll")
+        return 0
+    previous = runner.install_sigterm()
+    try:
+        result = runner.compare(
+            args.protocol, models=args.models, data=args.data, seeds=args.seeds,
+            overrides=overrides, study=args.study, db=args.db, worker=args.worker,
+            device=args.device, root=args.data_root, retry_failed=args.retry_failed,
+            lease_s=args.lease, verbose=not args.quiet, progress=not args.no_progress)
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+    failed = sum(r.status == "failed" for r in result.runs)
+    return 1 if failed else 0
+
+
+def _parser_report(sub) -> None:
+    p = sub.add_parser("report", help="the results table, report.html and CSV of a study",
+                       description="Print the results table of a study and write its "
+                                   "self-contained report.html (plots of accuracy against "
+                                   "training time, parameters and MACs, learning curves, "
+                                   "spread over seeds, confusion matrix, model cards, the "
+                                   "protocol) with results.csv and summary.csv beside it.")
+    p.add_argument("study", help="a study directory, its study.db, or a PostgreSQL URL")
+    p.add_argument("--out", help="where to write the HTML (default: <study>/report.html)")
+    p.add_argument("--protocol", help="which protocol of the study, by name or hash prefix "
+                                      "(default: the most recently active)")
+    p.add_argument("--csv", help="also write every run to this CSV file")
+    p.add_argument("--no-html", action="store_true", help="only the table (and --csv)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from archlab.study.report import report
+
+    path = report(args.study, out=args.out, protocol=args.protocol, csv_path=args.csv,
+                  html_report=not args.no_html)
+    if path is not None:
+        print(f"report: {path}")
+    if args.csv:
+        print(f"csv:    {args.csv}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------
 
 PARSERS: list[Callable] = [_parser_models, _parser_info, _parser_calc, _parser_convert,
-                          _parser_train, _parser_eval, _parser_predict, _parser_explain]
+                          _parser_train, _parser_lr_find, _parser_eval, _parser_predict,
+                          _parser_explain,
+                          _parser_compare, _parser_report]
 
 
 def build_parser() -> argparse.ArgumentParser:
