@@ -142,3 +142,13 @@ def test_transformer_macs_equal_the_reference_plus_attention(name):
     attention = model.depth * 2 * t * t * d
     assert (p.macs - attention) / 1e9 == pytest.approx(
         REFERENCE_GMACS_WITHOUT_ATTENTION[name], rel=0.01)
+
+
+def test_profile_passes_a_models_own_depth_and_width_to_it():
+    # `depth` is EfficientNet's depth multiplier here, not the per-layer table's depth.
+    full = archlab.profile("efficientnet_b0", img_size=32, small_input=True, width=0.35)
+    half = archlab.profile("efficientnet_b0", img_size=32, small_input=True, width=0.35,
+                           depth=0.5)
+    built = archlab.create_model("efficientnet_b0", small_input=True, width=0.35, depth=0.5)
+    assert half.params == sum(p.numel() for p in built.parameters()) < full.params
+    assert half.macs < full.macs

@@ -160,7 +160,7 @@ def cmd_info(args) -> int:
         model = archlab.create_model(args.name, num_classes=args.num_classes,
                                      in_chans=args.in_chans, small_input=args.small_input, **kw)
     size = args.img_size or model.card.input_size[1]
-    prof = profile(model, size, batch_size=args.batch_size, depth=args.depth)
+    prof = profile(model, size, batch_size=args.batch_size, table_depth=args.depth)
     if args.json:
         print(json.dumps({"card": card.as_dict(), "profile": prof.as_dict()}, indent=1,
                          default=str))

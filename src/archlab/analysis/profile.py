@@ -222,11 +222,12 @@ def _first_tensor(out: Any) -> torch.Tensor | None:
 
 def profile(model: nn.Module | str, img_size: int | tuple[int, int] | None = None,
             in_chans: int | None = None, batch_size: int = 1, device: str = "meta",
-            depth: int | None = None, **create_kwargs: Any) -> Profile:
+            table_depth: int | None = None, **create_kwargs: Any) -> Profile:
     """Profile a model (or a registered name, built on `device`) at `img_size`.
 
-    `depth` picks the rows of the per-layer table: None for the leaves (every conv, norm,
-    activation...), 1 for the top-level children, 2 for their children, and so on.
+    `table_depth` picks the rows of the per-layer table: None for the leaves (every conv,
+    norm, activation...), 1 for the top-level children, 2 for their children, and so on.
+    Other keywords go to `create_model` (a model's own `depth`, `width`...).
     """
     if isinstance(model, str):
         from archlab.models.registry import create_model
@@ -251,9 +252,9 @@ def profile(model: nn.Module | str, img_size: int | tuple[int, int] | None = Non
     def wanted(module_name: str, module: nn.Module) -> bool:
         if not module_name:
             return False
-        if depth is None:
+        if table_depth is None:
             return not any(True for _ in module.children())
-        return module_name.count(".") + 1 == depth
+        return module_name.count(".") + 1 == table_depth
 
     counter = FlopCounterMode(display=False)
     started: dict[str, list[int]] = {}
