@@ -24,7 +24,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -34,17 +33,9 @@ import yaml
 from archlab.data import load_dataset
 from archlab.train import Recipe, Trainer, TrainingInterrupted
 
+from machine import cpu_name  # benchmarks/machine.py, beside this script
+
 TARGETS = (0.90, 0.92, 0.93, 0.935)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class Clock:

@@ -26,3 +26,14 @@ def digits():
     from archlab.data import load_dataset
 
     return load_dataset("digits")
+
+
+class StopAt:
+    """Trainer callback: ask the run to stop (as SIGINT would) after global step `step`."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer) -> None:
+        if trainer.step == self.step:
+            trainer.request_stop()

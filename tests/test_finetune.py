@@ -18,7 +18,7 @@ from archlab.train import checkpoint as ckpt
 from archlab.train import finetune
 from archlab.train.evaluate import load_trained
 from archlab.train.trainer import Trainer
-from conftest import TINY
+from conftest import TINY, StopAt
 
 
 pytestmark = pytest.mark.usefixtures("isolated")
@@ -166,15 +166,6 @@ def test_frozen_batch_norm_switch(digits, frozen_bn):
 # --------------------------------------------------------------------------------------
 # The run: both phases, checkpoints, resume in phase 2
 # --------------------------------------------------------------------------------------
-
-
-class StopAt:
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, trainer) -> None:
-        if trainer.step == self.step:
-            trainer.request_stop()
 
 
 def test_two_phases_resume_in_phase_two(digits, tmp_path):

@@ -14,7 +14,7 @@ from archlab.train import Recipe, TrainingInterrupted, fit
 from archlab.train import checkpoint as ckpt
 from archlab.train.progressive import (ProgressivePlan, fine_tune_at_resolution,
                                        model_at_resolution, parse_cli)
-from conftest import TINY
+from conftest import TINY, StopAt
 
 VIT = {"img_size": 16, "depth": 1, "embed_dim": 16, "num_heads": 2}
 
@@ -61,15 +61,6 @@ class Sizes:
         self.seen: list[int] = []
         model.register_forward_pre_hook(
             lambda m, a: self.seen.append(a[0].shape[-1]) if m.training else None)
-
-
-class StopAt:
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, trainer) -> None:
-        if trainer.step == self.step:
-            trainer.request_stop()
 
 
 def recipe16(**kw) -> Recipe:

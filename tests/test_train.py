@@ -28,7 +28,7 @@ from archlab.train import checkpoint as ckpt
 from archlab.train.losses import classification_loss
 from archlab.train.schedules import Schedule, one_cycle, step_decay, warmup_cosine
 from archlab.train.trainer import ModelEMA, build_optimizer, param_groups
-from conftest import TINY
+from conftest import TINY, StopAt
 
 TINY_FLAG = "model_kwargs={layers: [1,1,1], widths: [8,16,32], stem_width: 8}"
 
@@ -218,14 +218,9 @@ def test_interrupted_mid_epoch_resumes_to_identical_weights(tmp_path):
     r = tiny_recipe(epochs=3, augment="randaugment", mixup=0.2, ema=0.9)
     fit("resnet20", "digits", r, run_dir=tmp_path / "full", verbose=False)
 
-    class StopAt:
-        def on_step_end(self, trainer):
-            if trainer.step == 27:               # epoch 2, batch 7
-                trainer.request_stop()
-
     with pytest.raises(TrainingInterrupted):
         fit("resnet20", "digits", r, run_dir=tmp_path / "cut", verbose=False,
-            callbacks=[StopAt()])
+            callbacks=[StopAt(27)])            # epoch 2, batch 7
     state = json.loads((tmp_path / "cut" / "checkpoint.json").read_text())
     assert state["step"] == 27 and state["batch_in_epoch"] == 7
     result = fit(None, "digits", None, run_dir=tmp_path / "cut", resume=True, verbose=False)
@@ -404,14 +399,9 @@ def test_file_dataset_resumes_mid_epoch_to_identical_weights(tmp_path):
                     workers=0)
     fit("resnet20", str(root), r, run_dir=tmp_path / "full", verbose=False)
 
-    class StopAt:
-        def on_step_end(self, trainer):
-            if trainer.step == 6:
-                trainer.request_stop()
-
     with pytest.raises(TrainingInterrupted):
         fit("resnet20", str(root), r, run_dir=tmp_path / "cut", verbose=False,
-            callbacks=[StopAt()])
+            callbacks=[StopAt(6)])
     fit(None, str(root), None, run_dir=tmp_path / "cut", resume=True, verbose=False)
     assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "cut"))
 

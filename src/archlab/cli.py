@@ -357,6 +357,15 @@ _RECIPE_SWITCHES = [("amp", "bf16 autocast"), ("compile", "torch.compile"),
                     ("sync-bn", "under torchrun: batch norm over the global batch")]
 
 
+def _add_recipe_flags(p) -> None:
+    """The recipe's fields as flags: `archlab train` and `archlab lr-find` take the same."""
+    for flag, _field, typ, text in _RECIPE_FLAGS:
+        p.add_argument(flag, type=typ, help=text)
+    for name, text in _RECIPE_SWITCHES:
+        p.add_argument(f"--{name}", dest=name.replace("-", "_"), default=None,
+                       action=argparse.BooleanOptionalAction, help=text)
+
+
 def _parser_train(sub) -> None:
     p = sub.add_parser("train", help="train a model on a dataset, with checkpoints",
                        description="Train a registered model on a dataset. Checkpoints "
@@ -375,11 +384,7 @@ def _parser_train(sub) -> None:
     p.add_argument("--out", help="run directory (default: runs/<model>-<data>)")
     p.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or --out) from its last checkpoint")
-    for flag, _field, typ, text in _RECIPE_FLAGS:
-        p.add_argument(flag, type=typ, help=text)
-    for name, text in _RECIPE_SWITCHES:
-        p.add_argument(f"--{name}", dest=name.replace("-", "_"), default=None,
-                       action=argparse.BooleanOptionalAction, help=text)
+    _add_recipe_flags(p)
     p.add_argument("--unfrozen-lr", type=float, nargs=2, metavar=("LO", "HI"),
                    help="--fine-tune: phase 2 learning rates, spread geometrically from the "
                         "stem (LO) to the head (HI); default lr/200 .. lr/2")
@@ -509,11 +514,7 @@ def _parser_lr_find(sub) -> None:
     p.add_argument("--data", required=True, help="a dataset spec, as for `archlab train`")
     p.add_argument("--data-root", help="folder holding the named dataset's files")
     p.add_argument("--recipe", help="a preset name or a YAML file (optimizer, batch size...)")
-    for flag, _field, typ, text in _RECIPE_FLAGS:
-        p.add_argument(flag, type=typ, help=text)
-    for name, text in _RECIPE_SWITCHES:
-        p.add_argument(f"--{name}", dest=name.replace("-", "_"), default=None,
-                       action=argparse.BooleanOptionalAction, help=text)
+    _add_recipe_flags(p)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other recipe field")
     p.add_argument("--start-lr", type=float, default=1e-7)

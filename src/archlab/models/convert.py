@@ -16,7 +16,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from archlab.models.layers import ImageClassifier
@@ -106,18 +106,15 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike,
-                    metadata: dict[str, str] | None = None) -> Path:
-    """Write safetensors atomically: a temporary file beside it, fsync, rename."""
-    from safetensors.torch import save_file
-
+def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call write(tmp) on a temporary file beside `path`, fsync it and rename it over
+    `path`: a reader sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -125,6 +122,15 @@ def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike,
+                    metadata: dict[str, str] | None = None) -> Path:
+    """Write safetensors atomically (`write_atomically`)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    return write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 # --------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ is recorded twice.
 """
 from __future__ import annotations
 
+import abc
 import json
 import os
 import secrets
@@ -167,18 +168,19 @@ class Run:
         return dict(self.__dict__)
 
 
-class Store:
-    """The study database. `open_store(path_or_url)` picks SQLite or PostgreSQL."""
+class Store(abc.ABC):
+    """The study database. `open_store(path_or_url)` picks SQLite or PostgreSQL; the
+    subclasses give the connection and how a write transaction takes its lock."""
 
     placeholder = "?"
     url: str
 
     # -- the dialect-specific part --------------------------------------------------------
-    def _connect(self):  # pragma: no cover - implemented below
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _connect(self): ...
 
-    def _begin_write(self, cur) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _begin_write(self, cur) -> None: ...
 
     def _lock_clause(self) -> str:
         return ""
@@ -516,9 +518,6 @@ class PostgresStore(Store):
         except psycopg.OperationalError as e:
             raise StoreError(f"cannot connect to {_redact(self.url)}: "
                              f"{str(e).strip().splitlines()[0]}") from None
-
-    def clone(self) -> "PostgresStore":
-        return PostgresStore(self.url)
 
     def _begin_write(self, cur) -> None:
         cur.execute("BEGIN")

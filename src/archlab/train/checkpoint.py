@@ -22,14 +22,14 @@ import base64
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from archlab.models.convert import CheckpointError, read_state_dict, save_state_dict
+from archlab.models.convert import (CheckpointError, read_state_dict, save_state_dict,
+                                    write_atomically)
 
 FORMAT = "archlab-checkpoint/1"
 STATE_FILE = "checkpoint.json"
@@ -39,19 +39,7 @@ BEST_FILE = "best.safetensors"
 
 def write_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write text to `path` through a temporary file, fsync and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
 # --------------------------------------------------------------------------------------
