@@ -370,6 +370,23 @@ def test_rollout_of_one_layer_is_half_its_mean_attention():
                                rtol=1e-5, atol=1e-7)
 
 
+def test_an_average_pooled_vit_reads_the_mean_of_its_patch_rows():
+    """Without a class token the head reads the mean of the patch tokens, so attention and
+    rollout read the mean of the patch rows: with one layer, by hand."""
+    torch.manual_seed(0)
+    model = archlab.create_model("vit_tiny_patch4_32", num_classes=10, depth=1,
+                                 global_pool="avg", class_token=False)
+    subject = ex.subject_from_module(model)
+    image = ex.load_images(subject, ["skimage:chelsea"])[0]
+    probs = model.forward_attention(image.tensor)[0][0]        # (heads, 64, 64)
+    att = ex.attribute(subject, image, "attention")
+    np.testing.assert_allclose(att.raw[0], probs.mean(1).reshape(3, 8, 8).numpy(), rtol=1e-5)
+    roll = ex.attribute(subject, image, "rollout")
+    fused = (probs.mean(0) + torch.eye(64)) / 2
+    np.testing.assert_allclose(roll.raw, fused.mean(0).reshape(8, 8).numpy(), rtol=1e-5,
+                               atol=1e-7)
+
+
 def test_attention_on_a_photograph_with_a_vit():
     torch.manual_seed(0)
     subject = ex.load_subject("vit_tiny_patch16_224", num_classes=10)

@@ -90,6 +90,37 @@ def test_logits_equal_timm_with_random_weights(distilled):
                 logits_close(ours, theirs)
 
 
+@pytest.mark.parametrize("class_token", [True, False])
+def test_average_pooled_head_equals_timm(class_token):
+    """global_pool='avg': the mean of the patch tokens, LayerNorm after the pooling (timm's
+    fc_norm, no final norm); without the class token the position embeddings cover the
+    patches only. Every weight random, so a head or norm in the wrong place shows."""
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    torch.manual_seed(0)
+    peer = _randomize(TimmViT(**SMALL, global_pool="avg", class_token=class_token)).eval()
+    model = VisionTransformer(**SMALL, global_pool="avg", class_token=class_token).eval()
+    report = load_state_dict(model, peer.state_dict(), "timm")
+    assert not report.reset
+    assert model.num_prefix_tokens == int(class_token)
+    assert model.pos_embedding.shape[1] == int(class_token) + 64
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        logits_close(model(x), peer(x))
+        logits_close(model.forward_head(model.forward_features(x), pre_logits=True),
+                     peer.forward_head(peer.forward_features(x), pre_logits=True))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(global_pool="max"), "'token'.*'avg'"),
+    (dict(class_token=False), "keep class_token=True"),
+    (dict(distilled=True, global_pool="avg"), "distilled DeiT"),
+])
+def test_head_options_that_cannot_work_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        VisionTransformer(**{**SMALL, **kwargs})
+
+
 # -- position embeddings at a new resolution ----------------------------------------------
 
 

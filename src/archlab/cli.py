@@ -128,9 +128,12 @@ def _architecture_lines(model) -> list[str]:
         lines.append("transformer: " + ", ".join(f"{a}={getattr(model, a)}" for a in vit))
         if hasattr(model, "grid_size") and hasattr(model, "num_prefix_tokens"):
             gh, gw = model.grid_size
-            lines.append(f"tokens: {model.num_prefix_tokens} prefix (class"
-                         f"{' + distillation' if model.num_prefix_tokens == 2 else ''}) + "
-                         f"{gh}x{gw} patches; MACs include the attention matrices")
+            prefix = ["class", "distillation"][:model.num_prefix_tokens]
+            head = ("the mean of the patch tokens" if getattr(model, "global_pool", "") == "avg"
+                    else " and ".join(f"the {t} token" for t in prefix))
+            lines.append(f"tokens: {model.num_prefix_tokens} prefix "
+                         f"({' + '.join(prefix) or 'none'}) + {gh}x{gw} patches, the head "
+                         f"reads {head}; MACs include the attention matrices")
     scaling = getattr(model, "scaling", None)
     if scaling:
         lines.append("compound scaling: " + ", ".join(f"{k}={v}" for k, v in scaling.items()))

@@ -212,12 +212,13 @@ def attribute(subject: Subject, image: InputImage, method: str = "saliency",
         what = "attention maps" if method == "attention" else "attention rollout"
         full = maps_full(subject, image.tensor, what)
         prefix, grid = subject.model.num_prefix_tokens, _grid(subject, image.tensor)
+        pooled = _reads_pooled_patches(subject.model)
         if method == "attention":
-            raw = class_attention(full, prefix, grid)
+            raw = class_attention(full, prefix, grid, pooled)
             cells = raw[-1].mean(0)                  # the last layer, heads averaged
         else:
             raw = cells = attention_rollout(full, prefix, grid,
-                                            options.get("head_fusion", "mean"))
+                                            options.get("head_fusion", "mean"), pooled)
         result = _upsample(torch.as_tensor(cells), hw)
     elif method == "saliency":
         a = ca.Saliency(forward).attribute(x, target=t, abs=True)
@@ -320,23 +321,40 @@ def maps_full(subject: Subject, x: torch.Tensor, method: str = "attention maps"
         return [a[0].float().cpu() for a in subject.model.forward_attention(x)]
 
 
+def _reads_pooled_patches(model) -> bool:
+    """Whether the classifier reads the mean of the patch tokens (global_pool='avg') rather
+    than the class token."""
+    return getattr(model, "global_pool", "token") == "avg"
+
+
+def _readout(rows: torch.Tensor, num_prefix_tokens: int, pooled: bool) -> torch.Tensor:
+    """The attention row(s) the classifier reads, (..., tokens, tokens) -> (..., tokens): the
+    class token's row, or, when the head averages the patch tokens, the mean of their rows
+    (the attention that the pooled vector receives)."""
+    return rows[..., num_prefix_tokens:, :].mean(-2) if pooled else rows[..., 0, :]
+
+
 def class_attention(maps: list[torch.Tensor], num_prefix_tokens: int,
-                    grid: tuple[int, int]) -> np.ndarray:
-    """The class token's attention to every patch: (layers, heads, rows, columns)."""
-    return torch.stack([a[:, 0, num_prefix_tokens:].reshape(-1, *grid) for a in maps]).numpy()
+                    grid: tuple[int, int], pooled: bool = False) -> np.ndarray:
+    """The class token's attention to every patch (with `pooled`, that of the averaged
+    patch tokens): (layers, heads, rows, columns)."""
+    return torch.stack([_readout(a, num_prefix_tokens, pooled)[:, num_prefix_tokens:]
+                        .reshape(-1, *grid) for a in maps]).numpy()
 
 
 def attention_maps(subject: Subject, x: torch.Tensor) -> np.ndarray:
     """`class_attention` of one normalised image (1, C, H, W)."""
     return class_attention(maps_full(subject, x), subject.model.num_prefix_tokens,
-                           _grid(subject, x))
+                           _grid(subject, x), _reads_pooled_patches(subject.model))
 
 
 def attention_rollout(maps: list[torch.Tensor], num_prefix_tokens: int,
-                      grid: tuple[int, int], head_fusion: str = "mean") -> np.ndarray:
+                      grid: tuple[int, int], head_fusion: str = "mean",
+                      pooled: bool = False) -> np.ndarray:
     """Attention rollout (2005.00928): fuse the heads of each layer, add the identity for the
     residual connection and renormalise the rows, multiply the layers (the last on the
-    left), and read the class token's row at the patches, as a (rows, columns) grid."""
+    left), and read the class token's row at the patches (with `pooled`, the mean of the
+    patch tokens' rows), as a (rows, columns) grid."""
     fuse = {"mean": lambda a: a.mean(0), "max": lambda a: a.amax(0),
             "min": lambda a: a.amin(0)}
     if head_fusion not in fuse:
@@ -347,4 +365,5 @@ def attention_rollout(maps: list[torch.Tensor], num_prefix_tokens: int,
         a = fuse[head_fusion](a.double()) + torch.eye(tokens, dtype=torch.float64)
         a = a / a.sum(-1, keepdim=True)
         rollout = a @ rollout
-    return rollout[0, num_prefix_tokens:].reshape(grid).float().numpy()
+    read = _readout(rollout, num_prefix_tokens, pooled)
+    return read[num_prefix_tokens:].reshape(grid).float().numpy()

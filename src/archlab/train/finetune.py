@@ -122,7 +122,7 @@ class TransferModel(ImageClassifier):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.tokens:
-            x = self.body.forward_head(x, pre_logits=True)  # the class token (DeiT: both)
+            x = self.body.forward_head(x, pre_logits=True)  # class token, patch mean, DeiT's two
         return self.head[:-1](x) if pre_logits else self.head(x)
 
     def get_classifier(self) -> nn.Module:
