@@ -172,13 +172,19 @@ class SiftBoVW:
             out[i:i + chunk] = np.argmin(vv[None, :] - 2.0 * d @ v.T, axis=1)
         return out
 
-    def encode(self, descriptors: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    def encode(self, descriptors: np.ndarray, chunk: int = 2048, sparse: bool = False):
         """The normalised code of each image: (N, cells * k) histograms or (N, cells * k *
-        dims) VLAD vectors."""
+        dims) VLAD vectors; with `sparse`, a float64 CSR matrix (the SVM's input, without
+        ever holding the dense codes of every image)."""
         if self.vocabulary is None:
             raise RuntimeError("sift-bovw: fit() first (no vocabulary)")
-        return np.concatenate([self._encode(descriptors[i:i + chunk])
-                               for i in range(0, len(descriptors), chunk)])
+        chunks = (self._encode(descriptors[i:i + chunk])
+                  for i in range(0, len(descriptors), chunk))
+        if not sparse:
+            return np.concatenate(list(chunks))
+        import scipy.sparse as sp
+
+        return sp.vstack([sp.csr_matrix(c, dtype=np.float64) for c in chunks], format="csr")
 
     def _encode(self, descriptors: np.ndarray) -> np.ndarray:
         import scipy.sparse as sp
@@ -234,7 +240,9 @@ class SiftBoVW:
         km.fit(sample)
         self.vocabulary = km.cluster_centers_.astype(np.float32)
         t2 = time.perf_counter()
-        feats = self.encode(desc)
+        # Sparse codes for the SVM: a (cell, word) pair that no descriptor fell into is
+        # zero, and liblinear copies the matrix into its own float64 form anyway.
+        feats = self.encode(desc, sparse=True)
         del desc
         svm = LinearSVC(C=c.C, max_iter=c.max_iter, random_state=c.seed)
         with warnings.catch_warnings():
