@@ -5,7 +5,8 @@ the clock includes what a user waits for: importing torch, loading Fashion-MNIST
 run's training, evaluation and measurement, the table and the report. It records
 
 - the wall time of the whole command (the target: under 10 minutes on a 2-core CPU),
-- the peak resident memory of that process (the target: under 4 GB),
+- the peak resident memory of that process and its worker processes together, sampled
+  four times a second (the target: under 4 GB),
 - every model's test top-1 (the target: each at least 85%),
 - the ranking the command prints; with `--repeat 2` (the default) the two rankings and
   accuracies must be identical (the same seed gives the same study),
@@ -27,12 +28,45 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from machine import cpu_name  # benchmarks/machine.py, beside this script
 
 TARGET_S, TARGET_MEM, TARGET_TOP1 = 600.0, 4 * 2**30, 0.85
+
+
+class TreeMemory(threading.Thread):
+    """The peak of the summed resident memory of a process and all its descendants (the
+    quick tour trains in worker processes), read from /proc every `interval` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.peak = pid, interval, 0
+        self.done = threading.Event()
+        self.page = os.sysconf("SC_PAGE_SIZE")
+
+    def _tree(self) -> list[int]:
+        pids, i = [self.pid], 0
+        while i < len(pids):
+            try:
+                for task in Path(f"/proc/{pids[i]}/task").iterdir():
+                    pids += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+            i += 1
+        return pids
+
+    def _rss(self, pid: int) -> int:
+        try:
+            return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * self.page
+        except (OSError, IndexError, ValueError):
+            return 0
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            self.peak = max(self.peak, sum(map(self._rss, self._tree())))
 
 
 def run_once(protocol: str, study: Path, extra: list[str]) -> dict:
@@ -44,8 +78,12 @@ def run_once(protocol: str, study: Path, extra: list[str]) -> dict:
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd)
+    memory = TreeMemory(proc.pid)
+    memory.start()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
+    memory.done.set()
+    memory.join()
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise SystemExit(f"`{' '.join(cmd)}` exited with {code}")
@@ -56,7 +94,10 @@ def run_once(protocol: str, study: Path, extra: list[str]) -> dict:
         store.close()
     ranked = sorted(runs, key=lambda r: (-r.top1, r.label))
     return {
-        "wall_s": round(wall, 1), "peak_rss_bytes": usage.ru_maxrss * 1024,
+        "wall_s": round(wall, 1),
+        # The sampled sum over the process tree; at least the largest single process.
+        "peak_rss_bytes": max(memory.peak, usage.ru_maxrss * 1024),
+        "largest_process_rss_bytes": usage.ru_maxrss * 1024,
         "load_before": [round(x, 2) for x in load0],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "ranking": [r.label for r in ranked],

@@ -127,6 +127,9 @@ def test_bad_values_are_named(tmp_path):
     assert "train_fraction belongs under data:" in msg
     msg = problem(tmp_path, GOOD.replace("  - sift-bovw", "  - lenet5"))
     assert "'lenet5' is listed twice" in msg
+    text = GOOD + "jobs: 0\n"
+    msg = problem(tmp_path, text)
+    assert f"line {line_of(text, 'jobs: 0')}:" in msg and "a positive integer" in msg
 
 
 def test_structural_mistakes(tmp_path):
@@ -145,7 +148,9 @@ def test_hash_covers_training_not_the_model_list(tmp_path):
     renamed = load_protocol(write(tmp_path, GOOD.replace("name: tiny", "name: other")
                                   .replace("seeds: [0, 1]", "seeds: [0, 1, 2]"), "c.yaml"))
     faster = load_protocol(write(tmp_path, GOOD.replace("lr: 0.2", "lr: 0.3"), "d.yaml"))
-    assert base.hash == fewer.hash == renamed.hash != faster.hash
+    side_by_side = load_protocol(write(tmp_path, GOOD + "jobs: 2\n", "f.yaml"))
+    assert side_by_side.jobs == 2 and base.jobs == 1
+    assert base.hash == fewer.hash == renamed.hash == side_by_side.hash != faster.hash
     # Runs shared by two versions of a study keep their keys: nothing is redone.
     assert {r.key for r in fewer.runs()} < {r.key for r in base.runs()}
     assert not {r.key for r in faster.runs()} & {r.key for r in base.runs()}

@@ -5,6 +5,7 @@ or losing one."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -272,3 +273,43 @@ def test_two_workers_share_a_study_on_sqlite(tmp_path):
 
 def test_two_workers_share_a_study_on_postgres(tmp_path, postgres):  # noqa: F811
     _two_workers(tmp_path, postgres.new_database())
+
+
+# --------------------------------------------------------------------------------------
+# `jobs`: worker processes on this machine, started and watched by one command
+# --------------------------------------------------------------------------------------
+
+
+def test_jobs_train_side_by_side_and_give_the_same_results(tmp_path, capsys):
+    """Two local workers share the study; with recipe.threads fixed (the tiny protocol
+    sets 1) every run gives exactly what it gives when one process trains them all."""
+    proto = tiny_protocol(tmp_path / "tiny.yaml", seeds=(0, 1))
+    serial = compare(proto, study=tmp_path / "serial", progress=False, report=False)
+    capsys.readouterr()
+    parallel = compare(proto, study=tmp_path / "parallel", progress=False, jobs=2)
+    out = capsys.readouterr().out
+    assert parallel.done_here == 4 and parallel.failed_here == 0
+    assert {r.key: (r.top1, r.top5, r.test_loss, r.top1_tta) for r in parallel.runs} == \
+        {r.key: (r.top1, r.top5, r.test_loss, r.top1_tta) for r in serial.runs}
+    assert all(r.status == "done" and r.attempts == 1 for r in parallel.runs)
+    # The runs were trained in the workers, not in this process.
+    pids = {int(r.worker.split(":")[1]) for r in parallel.runs}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    logs = sorted((tmp_path / "parallel" / "workers").glob("worker-*.log"))
+    assert [p.name for p in logs] == ["worker-1.log", "worker-2.log"]
+    assert sum(p.read_text().count("training resnet20") for p in logs) == 4
+    # This process reported every run as it started and ended, then the table and report.
+    assert "2 workers" in out and "[4/4]" in out and out.count("test top-1") == 4
+    assert "report:" in out and (tmp_path / "parallel" / "report.html").is_file()
+    # Running it again finds nothing to do and starts no worker.
+    again = compare(proto, study=tmp_path / "parallel", progress=False, jobs=2)
+    assert again.done_here == 0 and "workers" not in capsys.readouterr().out.split("runs (")[0]
+
+
+def test_jobs_on_the_command_line_are_checked(tmp_path, capsys):
+    from archlab.cli import main
+
+    assert main(["compare", "--jobs", "0", "--study", str(tmp_path)]) == 2
+    assert "--jobs 0" in capsys.readouterr().err
+    assert main(["compare", "--worker", "--jobs", "2", "--study", str(tmp_path)]) == 2
+    assert "leave out --worker" in capsys.readouterr().err

@@ -765,6 +765,9 @@ def _parser_compare(sub) -> None:
     p.add_argument("--worker", action="store_true",
                    help="join an existing study (--study or --db) and take runs until none "
                         "is left; writes no report")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="train N runs side by side, each in a worker process with its share "
+                        "of the CPU cores (default: the protocol's jobs, else 1)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the recipe's auto)")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     p.add_argument("--lease", type=float, default=120.0, metavar="SECONDS",
@@ -808,6 +811,12 @@ def cmd_compare(args) -> int:
         print_table(rows, ("protocol", "data", "models", "description"), "llrl")
         return 0
     overrides = _parse_sets(args.set)
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs {args.jobs}: the number of runs trained side by side is 1 "
+                         "or more")
+    if args.jobs is not None and args.worker:
+        raise ValueError("--worker is one worker process; start more `archlab compare "
+                         "--worker` commands, or leave out --worker and let --jobs N start them")
     if args.dry_run:
         proto = load_protocol(args.protocol, models=args.models, data=args.data,
                               seeds=args.seeds, overrides=overrides)
@@ -823,7 +832,8 @@ def cmd_compare(args) -> int:
             args.protocol, models=args.models, data=args.data, seeds=args.seeds,
             overrides=overrides, study=args.study, db=args.db, worker=args.worker,
             device=args.device, root=args.data_root, retry_failed=args.retry_failed,
-            lease_s=args.lease, verbose=not args.quiet, progress=not args.no_progress)
+            lease_s=args.lease, verbose=not args.quiet, progress=not args.no_progress,
+            jobs=args.jobs)
     finally:
         if previous is not None:
             import signal

@@ -40,7 +40,7 @@ PROTOCOLS_DIR = Path(__file__).parent / "protocols"
 DEFAULT_PROTOCOL = "quick-tour"
 
 TOP_KEYS = ("name", "description", "data", "recipe", "augment", "tta", "seeds", "models",
-            "budget", "measure")
+            "budget", "measure", "jobs")
 DATA_KEYS = ("dataset", "root", "image_size", "in_chans", "val_fraction", "train_fraction",
              "test_fraction", "holdout")
 ENTRY_KEYS = ("name", "label", "recipe", "model_kwargs", "note")
@@ -50,8 +50,9 @@ AUGMENT_KEYS = ("preset", "hflip", "randaugment_n", "randaugment_m", "lighting",
                 "random_erasing", "mixup", "cutmix")
 # Recipe fields the protocol sets itself (from `data:` and `seeds:`), not through `recipe:`.
 _DATA_FIELDS = ("val_fraction", "train_fraction", "image_size")
-# Keys that do not change how a run trains: left out of the protocol hash.
-_UNHASHED = ("name", "description", "models", "seeds")
+# Keys that do not change how a run trains: left out of the protocol hash (`jobs` only says
+# how many runs train side by side; a run that must not depend on it sets recipe.threads).
+_UNHASHED = ("name", "description", "models", "seeds", "jobs")
 
 
 class ProtocolError(ValueError):
@@ -214,6 +215,11 @@ class Protocol:
     @property
     def study_budget(self) -> float | None:
         return parse_duration((self.body.get("budget") or {}).get("study"))
+
+    @property
+    def jobs(self) -> int:
+        """How many runs train side by side on this machine, each in its own process."""
+        return int(self.body.get("jobs") or 1)
 
     @property
     def measure(self) -> dict[str, Any]:
@@ -423,6 +429,10 @@ def parse_protocol(value: Any, *, source: str = "<protocol>", lines: dict | None
                     parse_duration(budget.get(k), f"budget.{k}")
                 except ValueError as e:
                     checker.error(("budget", k), str(e))
+    jobs = body.get("jobs")
+    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
+        checker.error(("jobs",), f"jobs is the number of runs trained side by side, a positive "
+                                 f"integer (e.g. 2 on a 2-core CPU); got {jobs!r}")
     measure = body.get("measure")
     if measure is not None:
         if not isinstance(measure, dict):

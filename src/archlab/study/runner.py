@@ -610,13 +610,150 @@ def _estimate_cost(protocol: Protocol, entry: ModelEntry, train) -> float | None
         return None
 
 
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _local_worker(protocol: Protocol, study_dir: Path, db_spec: str, device: str | None,
+                  root: str | None, lease_s: float, retry_failed: bool, threads: int,
+                  log_path: Path) -> None:
+    """The body of one local worker process: its output to its log, its share of the
+    cores, then the same claim-and-train loop as `archlab compare --worker`."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)   # OpenCV's and liblinear's own messages too
+    sys.stdout = sys.stderr = open(1, "w", buffering=1, closefd=False)
+    torch.set_num_threads(threads)
+    install_sigterm()
+    try:
+        compare(protocol, study=study_dir, db=db_spec, worker=True, device=device, root=root,
+                retry_failed=retry_failed, lease_s=lease_s, progress=False, report=False)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+class _LocalWorkers:
+    """`jobs` worker processes on this machine sharing one study, and the watch over them.
+
+    The workers claim runs from the study database exactly as `archlab compare --worker`
+    processes do (so no run is trained twice, and a killed one resumes); this process
+    reads the database once a second and prints each run as it starts and ends."""
+
+    def __init__(self, jobs: int, protocol: Protocol, study_dir: Path, db_spec: str,
+                 device: str | None, root: str | None, lease_s: float,
+                 retry_failed: bool) -> None:
+        import multiprocessing
+
+        self.threads = max(1, _cores() // jobs)
+        log_dir = study_dir / "workers"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.logs = [log_dir / f"worker-{i + 1}.log" for i in range(jobs)]
+        context = multiprocessing.get_context("spawn")   # no forked torch thread pools
+        saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
+        # The BLAS libraries read their thread count once, when the child imports them.
+        os.environ.update({k: str(self.threads) for k in _THREAD_VARIABLES})
+        try:
+            self.procs = []
+            for log in self.logs:
+                proc = context.Process(target=_local_worker, daemon=False, args=(
+                    protocol, study_dir, db_spec, device, root, lease_s, retry_failed,
+                    self.threads, log))
+                proc.start()
+                self.procs.append(proc)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def watch(self, store: Store, keys: list[str], todo: list[Run],
+              costs: dict[str, float | None], printer: "_Printer", result: StudyResult,
+              budget: float | None, poll_s: float = 1.0) -> int:
+        """Print the runs as the workers start and finish them, until every worker has
+        exited; returns how many runs were started."""
+        jobs = len(self.procs)
+        printer.say(f"{jobs} workers, {self.threads} CPU thread{'s' * (self.threads > 1)} "
+                    f"each; their logs: {self.logs[0].parent}")
+        seen = {r.key: r.status for r in store.runs(keys=keys)}
+        todo_keys = {r.key for r in todo}
+        announced: set[str] = set()
+        total_cost = sum(costs.get(r.label) or 0.0 for r in todo)
+        seconds_per_cost: list[tuple[float, float]] = []
+        while True:
+            alive = [p for p in self.procs if p.is_alive()]
+            if budget and printer.elapsed() > budget:
+                break   # the loop after this says so, and stop() takes the runs back
+            runs = store.runs(keys=keys)
+            for r in runs:
+                before, seen[r.key] = seen.get(r.key), r.status
+                if r.status == before or r.key not in todo_keys or r.status == "pending":
+                    continue
+                if r.key not in announced:  # a short run may start and end between two looks
+                    announced.add(r.key)
+                    left = [q for q in runs if q.key in todo_keys
+                            and q.status in ("pending", "running")]
+                    printer.say(f"\n[{len(announced)}/{len(todo)}] {r.label} (seed {r.seed})"
+                                f"{' - resuming' if r.attempts > 1 else ''}; study "
+                                f"{_fmt_time(printer.elapsed())}"
+                                + _parallel_eta(seconds_per_cost, costs, left, jobs,
+                                                total_cost))
+                if r.status == "done":
+                    result.done_here += 1
+                    if costs.get(r.label) and r.wall_time:
+                        seconds_per_cost.append((costs[r.label], r.wall_time))
+                    printer.say(_run_line(r, {"top1": r.top1, "top1_tta": r.top1_tta,
+                                              "train_time": r.train_time,
+                                              "wall_time": r.wall_time}))
+                elif r.status == "failed":
+                    result.failed_here += 1
+                    printer.say(f"  FAILED {r.label} (seed {r.seed}): {r.error}")
+            if not alive:
+                break
+            time.sleep(poll_s)
+        return len(announced)
+
+    def stop(self, grace_s: float = 60.0) -> None:
+        """Ask the workers that are still running to give their runs back (SIGTERM: the
+        trainer checkpoints and the claim is released), and wait for them."""
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+        deadline = time.monotonic() + grace_s
+        for p in self.procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+
+def _parallel_eta(seconds_per_cost: list[tuple[float, float]],
+                  costs: dict[str, float | None], left: list[Run], jobs: int,
+                  total_cost: float) -> str:
+    """', about M:SS to go' for the runs not finished, `jobs` at a time, from the seconds
+    per unit of cost of the runs finished so far; nothing until they cover a tenth of the
+    study's cost (as `_eta`)."""
+    if not seconds_per_cost or sum(c for c, _ in seconds_per_cost) < 0.1 * total_cost:
+        return ""
+    rate = sum(t for _, t in seconds_per_cost) / sum(c for c, _ in seconds_per_cost)
+    average = sum(t for _, t in seconds_per_cost) / len(seconds_per_cost)
+    total = sum((costs.get(r.label) or 0.0) * rate or average for r in left)
+    return f", about {_fmt_time(total / jobs)} to go"
+
+
 def compare(protocol: str | Path | Protocol | None = None, *, models: Iterable[str] | None = None,
             data: str | None = None, seeds: Iterable[int] | None = None,
             overrides: dict[str, Any] | None = None, study: str | Path | None = None,
             db: str | None = None, worker: bool = False, device: str | None = None,
             root: str | None = None, retry_failed: bool = False, lease_s: float = DEFAULT_LEASE_S,
             max_runs: int | None = None, verbose: bool = True, progress: bool = True,
-            report: bool = True, out=None) -> StudyResult:
+            report: bool = True, out=None, jobs: int | None = None) -> StudyResult:
     """Run every (architecture, seed) pair of a protocol that is not done yet.
 
     protocol: a preset name (default 'quick-tour'), a YAML path or a Protocol; models,
@@ -628,6 +765,11 @@ def compare(protocol: str | Path | Protocol | None = None, *, models: Iterable[s
     device: cpu, cuda, ... (default: the recipe's 'auto'); root: where named datasets are.
     retry_failed: run failed runs again; lease_s: seconds without a heartbeat after which a
         running run is taken over; max_runs: stop after this many runs (for tests).
+    jobs: runs trained side by side (default: the protocol's `jobs`, else 1), each in a
+        worker process of its own with its share of the CPU cores (torch threads = cores //
+        jobs); this process then only watches them and reports, and their logs go to
+        <study>/workers/. A worker that dies leaves its run to the others or to this
+        process, which trains what is left at the end.
     Returns a StudyResult; writes <study>/report.html and results.csv unless report=False.
     """
     printer_out = out or sys.stdout
@@ -659,7 +801,7 @@ def compare(protocol: str | Path | Protocol | None = None, *, models: Iterable[s
                 raise StoreError(f"{_redact(db_spec)} holds no study yet: start it with "
                                  "`archlab compare PROTOCOL --study/--db ...` first")
         keys = [r.key for h in protocols for r in store.runs(h)]
-        if not worker and proto is not None:
+        if proto is not None:
             # Only this protocol's current models and seeds, not runs of older lists.
             wanted = {r.key for r in proto.runs()}
             keys = [k for k in keys if k in wanted]
@@ -690,6 +832,21 @@ def compare(protocol: str | Path | Protocol | None = None, *, models: Iterable[s
         done_times: list[tuple[float | None, float]] = []
         attempted: set[str] = set()
         n_done = 0
+        n_jobs = min(jobs or (proto.jobs if proto else 1), len(todo))
+        if n_jobs > 1 and not worker and max_runs is None:
+            pool = _LocalWorkers(n_jobs, proto, study_dir, db_spec, device, root, lease_s,
+                                 retry_failed)
+            try:
+                n_done = pool.watch(store, keys, todo, costs, printer, result, budget)
+            except KeyboardInterrupt:
+                result.interrupted = True
+                printer.say("\ninterrupted: the workers give their runs back; they resume "
+                            "from their checkpoints when the same command runs again")
+                raise
+            finally:
+                pool.stop()
+            # Runs a dead worker left, or that failed there once, are not claimed again below.
+            attempted.update(r.key for r in store.runs(keys=keys) if r.status == "failed")
         while True:
             if max_runs is not None and result.done_here + result.failed_here >= max_runs:
                 break
