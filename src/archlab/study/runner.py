@@ -674,8 +674,8 @@ class _LocalWorkers:
                     os.environ[k] = v
 
     def watch(self, store: Store, keys: list[str], todo: list[Run],
-              costs: dict[str, float | None], printer: "_Printer", result: StudyResult,
-              budget: float | None, poll_s: float = 1.0) -> int:
+              costs: dict[str, float | None], total_cost: float, printer: "_Printer",
+              result: StudyResult, budget: float | None, poll_s: float = 1.0) -> int:
         """Print the runs as the workers start and finish them, until every worker has
         exited; returns how many runs were started."""
         jobs = len(self.procs)
@@ -684,8 +684,7 @@ class _LocalWorkers:
         seen = {r.key: r.status for r in store.runs(keys=keys)}
         todo_keys = {r.key for r in todo}
         announced: set[str] = set()
-        total_cost = sum(costs.get(r.label) or 0.0 for r in todo)
-        seconds_per_cost: list[tuple[float, float]] = []
+        done_times: list[tuple[float | None, float]] = []
         while True:
             alive = [p for p in self.procs if p.is_alive()]
             if budget and printer.elapsed() > budget:
@@ -699,15 +698,12 @@ class _LocalWorkers:
                     announced.add(r.key)
                     left = [q for q in runs if q.key in todo_keys
                             and q.status in ("pending", "running")]
-                    printer.say(f"\n[{len(announced)}/{len(todo)}] {r.label} (seed {r.seed})"
-                                f"{' - resuming' if r.attempts > 1 else ''}; study "
-                                f"{_fmt_time(printer.elapsed())}"
-                                + _parallel_eta(seconds_per_cost, costs, left, jobs,
-                                                total_cost))
+                    printer.say(_run_header(len(announced), len(todo), r, printer.elapsed(),
+                                            _eta(done_times, costs, left, total_cost, jobs)))
                 if r.status == "done":
                     result.done_here += 1
-                    if costs.get(r.label) and r.wall_time:
-                        seconds_per_cost.append((costs[r.label], r.wall_time))
+                    if r.wall_time:
+                        done_times.append((costs.get(r.label), r.wall_time))
                     printer.say(_run_line(r, {"top1": r.top1, "top1_tta": r.top1_tta,
                                               "train_time": r.train_time,
                                               "wall_time": r.wall_time}))
@@ -731,20 +727,6 @@ class _LocalWorkers:
             if p.is_alive():
                 p.kill()
                 p.join()
-
-
-def _parallel_eta(seconds_per_cost: list[tuple[float, float]],
-                  costs: dict[str, float | None], left: list[Run], jobs: int,
-                  total_cost: float) -> str:
-    """', about M:SS to go' for the runs not finished, `jobs` at a time, from the seconds
-    per unit of cost of the runs finished so far; nothing until they cover a tenth of the
-    study's cost (as `_eta`)."""
-    if not seconds_per_cost or sum(c for c, _ in seconds_per_cost) < 0.1 * total_cost:
-        return ""
-    rate = sum(t for _, t in seconds_per_cost) / sum(c for c, _ in seconds_per_cost)
-    average = sum(t for _, t in seconds_per_cost) / len(seconds_per_cost)
-    total = sum((costs.get(r.label) or 0.0) * rate or average for r in left)
-    return f", about {_fmt_time(total / jobs)} to go"
 
 
 def compare(protocol: str | Path | Protocol | None = None, *, models: Iterable[str] | None = None,
@@ -832,12 +814,14 @@ def compare(protocol: str | Path | Protocol | None = None, *, models: Iterable[s
         done_times: list[tuple[float | None, float]] = []
         attempted: set[str] = set()
         n_done = 0
+        total_cost = sum(costs.get(r.label) or 0.0 for r in todo)
         n_jobs = min(jobs or (proto.jobs if proto else 1), len(todo))
         if n_jobs > 1 and not worker and max_runs is None:
             pool = _LocalWorkers(n_jobs, proto, study_dir, db_spec, device, root, lease_s,
                                  retry_failed)
             try:
-                n_done = pool.watch(store, keys, todo, costs, printer, result, budget)
+                n_done = pool.watch(store, keys, todo, costs, total_cost, printer, result,
+                                    budget)
             except KeyboardInterrupt:
                 result.interrupted = True
                 printer.say("\ninterrupted: the workers give their runs back; they resume "
@@ -867,12 +851,9 @@ def compare(protocol: str | Path | Protocol | None = None, *, models: Iterable[s
             n_done += 1
             remaining = store.counts(keys)
             left = remaining.get("pending", 0) + remaining.get("running", 0)
-            header = (f"\n[{n_done}/{max(len(todo), n_done + left - 1)}] "
-                      f"{run.label} (seed {run.seed})"
-                      f"{' - resuming' if run.attempts > 1 else ''}"
-                      f"{f' - {run.note}' if run.note else ''}; study {_fmt_time(printer.elapsed())}"
-                      + _eta(done_times, costs, todo, run, n_done))
-            printer.say(header)
+            printer.say(_run_header(n_done, max(len(todo), n_done + left - 1), run,
+                                    printer.elapsed(),
+                                    _eta(done_times, costs, todo[n_done - 1:], total_cost)))
             ctx = RunContext(p, store, study_dir, me, device, data_cache, verbose, progress,
                              lease_s)
             t_run = time.perf_counter()
@@ -936,26 +917,32 @@ def plan(protocol: Protocol, study: str | Path | None = None, db: str | None = N
              "status": status.get(r.key, "new")} for r in protocol.runs()]
 
 
+def _run_header(index: int, total: int, run: Run, elapsed: float, eta: str) -> str:
+    return (f"\n[{index}/{total}] {run.label} (seed {run.seed})"
+            f"{' - resuming' if run.attempts > 1 else ''}"
+            f"{f' - {run.note}' if run.note else ''}; study {_fmt_time(elapsed)}{eta}")
+
+
 def _eta(done_times: list[tuple[float | None, float]], costs: dict[str, float | None],
-         todo: list[Run], current: Run, n_done: int) -> str:
-    """', about M:SS to go' from the seconds per unit of cost of the runs done so far;
-    nothing until they cover a tenth of the study's cost (a tiny first model's seconds per
-    MAC, mostly per-step overhead, would predict hours)."""
+         left: list[Run], total_cost: float, jobs: int = 1) -> str:
+    """', about M:SS to go' for the runs in `left`, `jobs` at a time, from the seconds per
+    unit of cost of the runs done so far; nothing until they cover a tenth of the study's
+    cost (a tiny first model's seconds per MAC, mostly per-step overhead, would predict
+    hours)."""
     if not done_times:
         return ""
-    total = sum(costs.get(r.label) or 0.0 for r in todo)
-    if total and sum(c or 0.0 for c, _ in done_times) < 0.1 * total:
+    if total_cost and sum(c or 0.0 for c, _ in done_times) < 0.1 * total_cost:
         return ""
     rate_pairs = [(c, t) for c, t in done_times if c]
     fixed = [t for c, t in done_times if not c]
     rate = sum(t for _, t in rate_pairs) / sum(c for c, _ in rate_pairs) if rate_pairs else None
     avg_fixed = (sum(fixed) / len(fixed)) if fixed else (
         sum(t for _, t in done_times) / len(done_times))
-    left = 0.0
-    for r in todo[n_done - 1:]:
+    seconds = 0.0
+    for r in left:
         c = costs.get(r.label)
-        left += c * rate if (c and rate) else avg_fixed
-    return f", about {_fmt_time(left)} to go"
+        seconds += c * rate if (c and rate) else avg_fixed
+    return f", about {_fmt_time(seconds / jobs)} to go"
 
 
 def _run_line(run: Run, v: dict[str, Any]) -> str:
