@@ -205,16 +205,6 @@ class EfficientNet(ImageClassifier):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_head(self.stages(self.stem(x)))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes)
-
     # -- checkpoints from the peers -----------------------------------------------------
     # Where a block's layers sit in a peer's state dict depends on the stage depths (the
     # package numbers its blocks flat) and on whether the block expands (torchvision numbers

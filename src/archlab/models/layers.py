@@ -29,8 +29,9 @@ class ImageClassifier(nn.Module, metaclass=abc.ABCMeta):
     some layer would produce an empty map) and `feature_info`, one dict per stage:
     `{"num_chs": C, "reduction": total stride, "module": "name.of.stage"}`.
 
-    A family implements `forward_features`, `forward_head`, `reset_classifier` and
-    `get_classifier`; the rest is shared here.
+    A family implements `forward_features` and either puts a `ClassifierHead` at `self.head`
+    (pool, dropout, linear: the default head methods below read it) or overrides
+    `forward_head`, `get_classifier` and `reset_classifier`; the rest is shared here.
     """
 
     num_classes: int
@@ -51,17 +52,19 @@ class ImageClassifier(nn.Module, metaclass=abc.ABCMeta):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The body: image batch -> last feature map (or tokens)."""
 
-    @abc.abstractmethod
+    # -- the head: a ClassifierHead at self.head unless the family overrides these ------
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Features -> logits (or the pooled vector before the classifier, `pre_logits`)."""
+        return self.head(x, pre_logits=pre_logits)
 
-    @abc.abstractmethod
     def get_classifier(self) -> nn.Module:
         """The final linear layer(s) that map features to classes."""
+        return self.head.fc
 
-    @abc.abstractmethod
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a freshly initialised one for `num_classes`."""
+        self.num_classes = num_classes
+        self.head.reset(num_classes)
 
     # -- shared -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:

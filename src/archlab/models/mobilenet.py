@@ -92,28 +92,12 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class _MobileNet(ImageClassifier):
-    """The head and the contract the two MobileNets share."""
-
-    head: ClassifierHead
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes)
-
-
 # --------------------------------------------------------------------------------------
 # MobileNet v1
 # --------------------------------------------------------------------------------------
 
 
-class MobileNetV1(_MobileNet):
+class MobileNetV1(ImageClassifier):
     """A 3×3 stem, then 13 depthwise separable convolutions (BN and activation after both
     halves), global average pooling and a linear classifier.
 
@@ -215,7 +199,7 @@ def _v2_torchvision_rules(table: tuple) -> list[tuple[str, str]]:
                     (r"^classifier\.1\.", "head.fc.")]
 
 
-class MobileNetV2(_MobileNet):
+class MobileNetV2(ImageClassifier):
     """A 3×3 stem, the inverted residual stages of `table` (Table 2), a 1×1 convolution to
     1280 channels, global average pooling, dropout and a linear classifier.
 

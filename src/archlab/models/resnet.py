@@ -429,16 +429,6 @@ class ResNet(ImageClassifier):
             x = getattr(self, name)(x)
         return self.act_final(self.bn_final(x))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes)
-
     # -- checkpoints -------------------------------------------------------------------
     @property
     def checkpoint_key_maps(self) -> dict[str, list[tuple[str, str]]]:  # type: ignore[override]
