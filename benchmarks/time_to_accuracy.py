@@ -1,12 +1,12 @@
 """Fashion-MNIST time-to-accuracy on this machine.
 
 For each wall-time budget (default 5 and 15 minutes) it sizes a run of the recipe to fit the
-budget (a calibration times one whole epoch with its validation, the one-cycle schedule is
-laid over the epochs that fit with 5% to spare), trains, and evaluates the 10,000 test images after every
-epoch. It reports the test accuracy at the end of each budget, the time at which the test
-accuracy first reached each target (90%, 92%, 93%, 93.5%) along the run, the training
-throughput, the share of the step time spent in the data pipeline, and the memory the
-training images take.
+budget (a calibration times one whole epoch with its validation, and the one-cycle schedule
+is laid over the epochs that fit with 5% to spare), trains, and evaluates the 10,000 test
+images after every epoch. It reports the test accuracy at the end of each budget, the time
+at which the test accuracy first reached each target (90%, 92%, 93%, 93.5%) along the run,
+the training throughput, the share of the step time spent in the data pipeline, and the
+memory the training images take.
 
 The clock counts what a user waits for in `archlab train`: the training steps, the data
 pipeline and the per-epoch validation; the benchmark's own test evaluations are excluded.

@@ -829,7 +829,8 @@ def compare(protocol: str | Path | Protocol | None = None, *, models: Iterable[s
                 raise
             finally:
                 pool.stop()
-            # Runs a dead worker left, or that failed there once, are not claimed again below.
+            # Below, this process trains what a dead worker left; a run that failed in a
+            # worker is not tried again.
             attempted.update(r.key for r in store.runs(keys=keys) if r.status == "failed")
         while True:
             if max_runs is not None and result.done_here + result.failed_here >= max_runs:
