@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import archlab
-from archlab.models.convert import convert_state_dict, load_state_dict
+from archlab.models.weights import convert_state_dict, load_state_dict
 from archlab.models.lenet import C3_TABLE, ScaledTanh
 from peers import build_peer, count_params, logits_close, randomize_norms
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import archlab
-from archlab.models.convert import load_state_dict
+from archlab.models.weights import load_state_dict
 from archlab.models.convnext import ConvNeXtBlock
 from peers import build_peer, logits_close, randomize_norms
 

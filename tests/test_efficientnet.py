@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import archlab
-from archlab.models.convert import CheckpointError, convert_state_dict, load_state_dict
+from archlab.models.weights import CheckpointError, convert_state_dict, load_state_dict
 from archlab.models.efficientnet import LITE_COEFFS, efficientnet_custom
 from archlab.models.layers import Conv2dSame, ConvNormAct, DropPath, SqueezeExcite
 from peers import build_peer, count_params, logits_close, randomize_norms

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import archlab
-from archlab.models.convert import load_state_dict
+from archlab.models.weights import load_state_dict
 from peers import (OURS_KWARGS, build_peer, calibrate_norms, count_params, logits_close,
                    randomize_norms)
 
@@ -98,7 +98,7 @@ def test_source_is_detected(name, source):
     card = archlab.model_card(name)
     peer = build_peer(source, card.peers[source], device="meta")
     model = _meta_model(name)
-    from archlab.models.convert import detect_source
+    from archlab.models.weights import detect_source
 
     assert detect_source(model, peer.state_dict()) == source
 

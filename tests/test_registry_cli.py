@@ -9,7 +9,7 @@ import torchvision
 
 import archlab
 from archlab.cli import main
-from archlab.models.convert import (CheckpointError, load_state_dict, read_state_dict,
+from archlab.models.weights import (CheckpointError, load_state_dict, read_state_dict,
                                     save_state_dict)
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from archlab.cli import main
-from archlab.models.convert import CheckpointError
+from archlab.models.weights import CheckpointError
 from archlab.train import Recipe, TrainingDiverged, TrainingInterrupted, evaluate, fit, predict
 from archlab.train import checkpoint as ckpt
 from archlab.train.losses import classification_loss

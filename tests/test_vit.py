@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import archlab
-from archlab.models.convert import load_state_dict, save_state_dict
+from archlab.models.weights import load_state_dict, save_state_dict
 from archlab.models.registry import model_config
 from archlab.models.vit import VisionTransformer, resize_pos_embedding
 from peers import count_params, logits_close, randomize_norms

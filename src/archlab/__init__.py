@@ -8,17 +8,17 @@
     data = archlab.load_dataset("fashion-mnist")
     result = archlab.fit("resnet20", data, archlab.Recipe(epochs=2), run_dir="runs/r20")
 """
+from archlab._version import __version__
 from archlab.analysis.explain import explain
 from archlab.analysis.profile import Profile, profile
 from archlab.data import ImageData, load_dataset
 from archlab.models import ModelCard, create_model, list_families, list_models, model_card
-from archlab.models.convert import convert_file, load_checkpoint, save_state_dict
+from archlab.models.convert import convert_file
+from archlab.models.weights import load_checkpoint, save_state_dict
 from archlab.train import (
     Evaluation, FitResult, Recipe, TrainingDiverged, TrainingInterrupted, deepen, evaluate,
     fine_tune, fine_tune_at_resolution, fit, load_trained, lr_find, predict, tta_predict,
 )
-
-__version__ = "0.1.0"
 
 
 __all__ = [

@@ -10,38 +10,17 @@ import json
 import sys
 from typing import Any, Callable, Iterable, Sequence
 
+from archlab._text import format_table, human
+
 
 # --------------------------------------------------------------------------------------
 # Output helpers
 # --------------------------------------------------------------------------------------
 
 
-def _human(n: float | int | None, unit: str = "") -> str:
-    if n is None:
-        return "-"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{suffix}{unit}"
-    return f"{n:g}{unit}"
-
-
 def print_table(rows: Iterable[Sequence[Any]], headers: Sequence[str],
                 align: str | None = None, file=None) -> None:
-    """A plain aligned table; `align` has one 'l' or 'r' per column."""
-    rows = [["-" if v is None else str(v) for v in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-    align = align or "l" + "r" * (len(headers) - 1)
-
-    def fmt(cells):
-        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w)
-                         for c, w, a in zip(cells, widths, align)).rstrip()
-
-    out = file or sys.stdout
-    print(fmt(headers), file=out)
-    print("  ".join("-" * w for w in widths), file=out)
-    for r in rows:
-        print(fmt(r), file=out)
+    print(format_table(rows, headers, align), file=file or sys.stdout)
 
 
 def _fmt_field(f) -> str:
@@ -88,7 +67,7 @@ def cmd_models(args) -> int:
         records.append(dict(name=name, family=card.family, year=card.year,
                             input_size=card.input_size[1], params=params, macs=macs))
         rows.append((name, card.family, card.year, card.input_size[1], f"{params:,}",
-                     _human(macs)))
+                     human(macs)))
     if args.json:
         print(json.dumps(records, indent=1))
     else:
@@ -176,7 +155,7 @@ def cmd_info(args) -> int:
     print(f"  parameters    {prof.params:,} ({prof.trainable_params:,} trainable)"
           + (f"; reference {card.params:,} ({card.params_source})"
              if card.params and args.num_classes == 1000 and args.in_chans == 3 else ""))
-    print(f"  MACs          {_human(prof.macs)} ({_human(prof.flops)} FLOPs) at {size} px")
+    print(f"  MACs          {human(prof.macs)} ({human(prof.flops)} FLOPs) at {size} px")
     print(f"  activations   {prof.activation_bytes / 2**20:.1f} MiB for a batch of "
           f"{args.batch_size} (float32 outputs of every layer)")
     if prof.feature_stride:
@@ -191,7 +170,7 @@ def cmd_info(args) -> int:
     if args.layers:
         print()
         rows = [(r.name, r.type, "x".join(map(str, r.output_shape[1:])), f"{r.params:,}",
-                 _human(r.macs), _fmt_field(r.receptive_field) if r.receptive_field else "-",
+                 human(r.macs), _fmt_field(r.receptive_field) if r.receptive_field else "-",
                  _fmt_field(r.stride) if r.stride else "-") for r in prof.layers]
         print_table(rows, ("layer", "type", "output", "params", "MACs", "RF", "stride"),
                     "llrrrrr")

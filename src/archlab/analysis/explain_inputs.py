@@ -190,7 +190,7 @@ def load_subject(spec: str | Path | nn.Module, *, pretrained: str | None = None,
 
 
 def _subject_from_file(path: Path, device: str) -> Subject:
-    from archlab.models.convert import CheckpointError, load_state_dict, read_state_dict
+    from archlab.models.weights import CheckpointError, load_state_dict, read_state_dict
     from archlab.models.registry import create_model
     from archlab.train import checkpoint as ckpt
 

@@ -5,7 +5,7 @@ A source becomes an `ImageData`: uint8 tensors in memory when it fits (the named
 else a list of files decoded in DataLoader workers. Nothing here knows about models.
 """
 from archlab.data.sources import (  # noqa: F401
-    DataError, ImageData, ImageFileError, channel_stats, dataset_splits, load_dataset,
-    open_image,
+    DEFAULT_MAX_PIXELS, DataError, ImageData, ImageFileError, Issues, channel_stats,
+    dataset_splits, is_image_name, load_dataset, load_splits, open_image, to_image_mode,
 )
 from archlab.data.split import stratified_split, train_val_split  # noqa: F401

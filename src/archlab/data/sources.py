@@ -144,10 +144,10 @@ def open_image(path: str | os.PathLike, mode: str = "RGB",
                                        "delete it") from None
     if w == 0 or h == 0:
         raise ImageFileError(path, f"has no pixels ({w}x{h})")
-    return _to_mode(img, mode)
+    return to_image_mode(img, mode)
 
 
-def _to_mode(img, mode: str):
+def to_image_mode(img, mode: str):
     """Convert a decoded image to 'RGB' or 'L', saying what was done when it was not trivial."""
     from PIL import Image
 
@@ -480,7 +480,7 @@ def _load_cifar(name: str, split: str, root, download: bool | None) -> ImageData
 _TEST_DIRS = ("test", "val", "valid", "validation")
 
 
-def _is_image_name(p: Path) -> bool:
+def is_image_name(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
 
 
@@ -514,7 +514,7 @@ def _load_folder(root: Path, split: str, classes: Sequence[str] | None, in_chans
     class_dirs = _subdirs(folder)
     issues = Issues()
     if not class_dirs:
-        loose = [p for p in folder.iterdir() if _is_image_name(p)]
+        loose = [p for p in folder.iterdir() if is_image_name(p)]
         what = f"{len(loose)} images but" if loose else "nothing, and"
         raise DataError(f"{folder} holds {what} no class subfolders. An image-folder dataset "
                         f"is {folder}/<class name>/<image files>"
@@ -532,8 +532,8 @@ def _load_folder(root: Path, split: str, classes: Sequence[str] | None, in_chans
     for d in class_dirs:
         label = class_list.index(d.name)
         found = sorted(p for p in d.rglob("*") if p.is_file())
-        images = [p for p in found if _is_image_name(p)]
-        ignored += [p for p in found if not _is_image_name(p) and not p.name.startswith(".")]
+        images = [p for p in found if is_image_name(p)]
+        ignored += [p for p in found if not is_image_name(p) and not p.name.startswith(".")]
         if not images:
             msg = (f"class folder {d} holds no images"
                    + (f" ({len(found)} other files)" if found else "")
@@ -697,6 +697,34 @@ def load_dataset(spec: str, split: str = "train", *, root: str | os.PathLike | N
     data.spec = {"spec": spec, "split": data.split, "image_size": image_size,
                  "in_chans": data.in_chans, **data.spec}
     return data
+
+
+def load_splits(spec: str, *, root=None, image_size: int | None = None,
+                in_chans: int | None = None, classes: Sequence[str] | None = None,
+                holdout: float | None = 0.2, test_fraction: float | None = None,
+                strict: bool = False):
+    """(train, test) ImageData of a dataset spec: its own train and test splits where it
+    has them; else, for a plain folder or a CSV, a fixed stratified `holdout` share (seed
+    0, whatever the run's seed) as the test set, or no test set when `holdout` is None.
+    `test_fraction` keeps a fixed stratified share of the test set (a quicker evaluation).
+    The test set is the same images for every caller with the same arguments."""
+    from archlab.data.split import stratified_split
+
+    kw = dict(root=root, image_size=image_size, strict=strict)
+    if "test" in dataset_splits(spec):
+        train = load_dataset(spec, "train", in_chans=in_chans, classes=classes, **kw)
+        test = load_dataset(spec, "test", classes=train.classes, in_chans=train.in_chans, **kw)
+    elif holdout:
+        full = load_dataset(spec, "all", in_chans=in_chans, classes=classes, **kw)
+        held, rest = stratified_split(full.targets, holdout, seed=0)
+        train, test = full.subset(rest), full.subset(held)
+        test.split = "holdout"
+    else:
+        return load_dataset(spec, "all", in_chans=in_chans, classes=classes, **kw), None
+    if test_fraction is not None and test_fraction < 1:
+        held, _ = stratified_split(test.targets, test_fraction, seed=0)
+        test = test.subset(held)
+    return train, test
 
 
 def _convert_channels(data: ImageData, in_chans: int) -> ImageData:

@@ -65,3 +65,4 @@ def indices_digest(indices: torch.Tensor) -> str:
     """A short hash of an index set, stored in checkpoints to detect a changed split."""
     return hashlib.sha256(torch.as_tensor(indices, dtype=torch.long).numpy().tobytes()
                           ).hexdigest()[:16]
+

@@ -16,6 +16,8 @@ import fnmatch
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
+from archlab.models.weights import load_pretrained
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Inception v3, Xception and the TensorFlow ports normalise to [-1, 1].
@@ -107,13 +109,7 @@ def register_model(
     _REGISTRY[name] = _Entry(builder, dict(config), card)
 
 
-def _ensure_families_loaded() -> None:
-    # Registration happens when a family module is imported; importing the package does it.
-    import archlab.models  # noqa: F401
-
-
 def _entry(name: str) -> _Entry:
-    _ensure_families_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -128,7 +124,6 @@ def _entry(name: str) -> _Entry:
 
 def list_models(pattern: str | None = None, family: str | None = None) -> list[str]:
     """Registered names, sorted; `pattern` is a shell-style wildcard ('resnet*')."""
-    _ensure_families_loaded()
     names = sorted(_REGISTRY)
     if pattern:
         names = [n for n in names if fnmatch.fnmatch(n, pattern)]
@@ -138,7 +133,6 @@ def list_models(pattern: str | None = None, family: str | None = None) -> list[s
 
 
 def list_families() -> list[str]:
-    _ensure_families_loaded()
     return sorted({e.card.family for e in _REGISTRY.values()})
 
 
@@ -175,8 +169,6 @@ def create_model(
                                                            config))
     model.model_name = name
     if pretrained:
-        from archlab.models.convert import load_pretrained  # convert sits above the registry
-
         load_pretrained(model, pretrained)
     return model
 

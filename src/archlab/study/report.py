@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from archlab._io import write_atomic
+from archlab._text import fmt_bytes, fmt_time, format_table, human, pct
+from archlab._version import __version__
 from archlab.study.store import Run, Store
 
 RESULTS_CSV = "results.csv"
@@ -143,36 +146,6 @@ def _card(name: str):
 # --------------------------------------------------------------------------------------
 
 
-def _pct(v: float | None, digits: int = 2) -> str:
-    return "-" if v is None else f"{100 * v:.{digits}f}"
-
-
-def _human(n: float | None, unit: str = "") -> str:
-    if n is None:
-        return "-"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{suffix}{unit}"
-    return f"{n:.0f}{unit}"
-
-
-def _bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    if n >= 2**30:
-        return f"{n / 2**30:.2f} GiB"
-    return f"{n / 2**20:.0f} MiB"
-
-
-def _duration(s: float | None) -> str:
-    if s is None:
-        return "-"
-    s = int(round(s))
-    h, rest = divmod(s, 3600)
-    m, sec = divmod(rest, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
-
-
 def _acc_cell(s: ModelSummary, attr: str) -> str:
     mean, std = s.mean(attr), s.std(attr)
     if mean is None:
@@ -182,6 +155,7 @@ def _acc_cell(s: ModelSummary, attr: str) -> str:
 
 TABLE_HEADERS = ("#", "model", "family", "params", "MACs", "epochs", "train time", "top-1 %",
                  "top-5 %", "TTA top-1 %", "img/s", "peak mem", "seeds", "status")
+TABLE_ALIGN = "rllrrrrrrrrrrl"
 
 
 def table_rows(summaries: Sequence[ModelSummary]) -> list[list[str]]:
@@ -189,30 +163,18 @@ def table_rows(summaries: Sequence[ModelSummary]) -> list[list[str]]:
     for i, s in enumerate(summaries, 1):
         epochs = s.mean("epochs_done")
         rows.append([
-            str(i) if s.done else "-", s.label, s.family, _human(s.params), _human(s.macs),
-            "-" if epochs is None else f"{epochs:g}", _duration(s.mean("train_time")),
-            _acc_cell(s, "top1"), _pct(s.mean("top5")), _acc_cell(s, "top1_tta"),
-            _human(s.mean("throughput")), _bytes(s.peak_mem), str(len(s.done)), s.status])
+            str(i) if s.done else "-", s.label, s.family, human(s.params), human(s.macs),
+            "-" if epochs is None else f"{epochs:g}", fmt_time(s.mean("train_time")),
+            _acc_cell(s, "top1"), pct(s.mean("top5")), _acc_cell(s, "top1_tta"),
+            human(s.mean("throughput")), fmt_bytes(s.peak_mem), str(len(s.done)), s.status])
     return rows
-
-
-def format_table(rows: Sequence[Sequence[str]], headers: Sequence[str],
-                 left: Sequence[int] = (1, 2, 13)) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-
-    def fmt(cells):
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return "\n".join([fmt(headers), "  ".join("-" * w for w in widths), *map(fmt, rows)])
 
 
 def print_results(runs: Sequence[Run], file=None) -> None:
     """The results table, ranked by mean test top-1."""
     out = file or sys.stdout
     summaries = summarize(runs)
-    print(format_table(table_rows(summaries), TABLE_HEADERS), file=out)
+    print(format_table(table_rows(summaries), TABLE_HEADERS, TABLE_ALIGN), file=out)
     seeds = max((len(s.done) for s in summaries), default=0)
     if seeds > 1:
         print("(accuracies are the mean ± standard deviation over seeds)", file=out)
@@ -559,8 +521,8 @@ def _runs_table_html(runs: Sequence[Run]) -> str:
             f'<tr class="{"failed" if r.status == "failed" else ""}">'
             f'<td class="l">{_e(r.label)}</td><td>{r.seed}</td><td class="l">{_e(r.status)}</td>'
             f"<td>{_e(r.epochs_done if r.epochs_done is not None else '-')}</td>"
-            f"<td>{_duration(r.train_time)}</td><td>{_duration(r.wall_time)}</td>"
-            f"<td>{_pct(r.top1)}</td><td>{_pct(r.top1_tta)}</td><td>{_pct(r.val_top1)}</td>"
+            f"<td>{fmt_time(r.train_time)}</td><td>{fmt_time(r.wall_time)}</td>"
+            f"<td>{pct(r.top1)}</td><td>{pct(r.top1_tta)}</td><td>{pct(r.val_top1)}</td>"
             f'<td class="l">{_e(r.device or "-")}</td><td class="l">{_e(note or "")}</td></tr>')
     out.append("</tbody></table>")
     return "".join(out)
@@ -597,8 +559,6 @@ def _figure(svg: str | None, fig_id: str, caption: str) -> str:
 
 def build_html(runs: Sequence[Run], protocol: dict[str, Any] | None, study: str,
                db: str) -> str:
-    import archlab
-
     summaries = summarize(runs)
     colours = _colours(summaries)
     done = [r for r in runs if r.status == "done"]
@@ -631,7 +591,7 @@ def build_html(runs: Sequence[Run], protocol: dict[str, Any] | None, study: str,
         + (f", {counts['running']} running" if counts["running"] else "")
         + (f", {counts['pending']} pending" if counts["pending"] else "")
         + f"; {_e(', '.join(devices) or 'no device yet')}. Written by archlab "
-        f"{_e(archlab.__version__)} on {time.strftime('%Y-%m-%d %H:%M')} from "
+        f"{_e(__version__)} on {time.strftime('%Y-%m-%d %H:%M')} from "
         f"<code>{_e(db)}</code>.</p>",
     ]
     if (protocol or {}).get("body", {}).get("description"):
@@ -717,8 +677,6 @@ def write_report(study_dir: str | Path, store: Store, protocol_hash: str | None 
     runs = store.runs(row["hash"]) if row else []
     out = Path(out) if out else study_dir / REPORT_HTML
     out.parent.mkdir(parents=True, exist_ok=True)
-    from archlab.train.checkpoint import write_atomic
-
     write_atomic(out, build_html(runs, row, str(study_dir), _db_name(store)))
     write_atomic(out.parent / RESULTS_CSV, runs_csv(runs))
     write_atomic(out.parent / SUMMARY_CSV, summary_csv(summarize(runs)))
@@ -746,9 +704,7 @@ def report(study: str | Path, *, out: str | Path | None = None, protocol: str | 
         print(f"{row['name']} [{row['hash'][:8]}] in {_db_name(store)}", file=file or sys.stdout)
         print_results(runs, file=file)
         if csv_path:
-            from archlab.train.checkpoint import write_atomic
-
-            write_atomic(Path(csv_path), runs_csv(runs))
+                write_atomic(Path(csv_path), runs_csv(runs))
         if not html_report:
             return None
         return write_report(study_dir, store, row["hash"], out)

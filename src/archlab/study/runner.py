@@ -31,6 +31,8 @@ from typing import Any, Iterable
 
 import torch
 
+from archlab._io import write_atomic
+from archlab._text import fmt_time
 from archlab.study.protocol import ModelEntry, Protocol, load_protocol, parse_protocol
 from archlab.study.store import (DEFAULT_LEASE_S, Run, Store, StoreError, is_url, open_store,
                                  worker_name, _redact)
@@ -76,8 +78,6 @@ def _remember_db(study_dir: Path, db: str) -> None:
     if not is_url(db):
         return
     import json
-
-    from archlab.train.checkpoint import write_atomic
 
     write_atomic(study_dir / STUDY_FILE, json.dumps({"db": _redact(db).replace(":***@", "@")},
                                                     indent=1))
@@ -178,52 +178,6 @@ class PeakMemory:
 
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return int(rss if sys.platform == "darwin" else rss * 1024)
-
-
-@torch.no_grad()
-def evaluate_tta(model: torch.nn.Module, preprocess: dict[str, Any], data, views: list[str],
-                 device: torch.device, batch_size: int = 256, amp: bool = False,
-                 workers: int | None = None):
-    """(metrics, TTA metrics or None) of `model` on `data` in one pass: the plain view's
-    logits give the first, the mean of the views' softmax probabilities the second."""
-    from archlab.data.loader import make_loader
-    from archlab.data.transforms import BatchPipeline, eval_transform
-    from archlab.train.losses import split_output
-    from archlab.train.metrics import Meter
-    from archlab.train.tta import parse_tta, tta_views
-
-    size = preprocess["image_size"]
-    pipeline = BatchPipeline(size, preprocess["mean"], preprocess["std"], None, data.in_memory)
-    transform = None if data.in_memory else eval_transform(size, preprocess.get("crop_pct", 0.875))
-    loader = make_loader(data, batch_size, pipeline, transform=transform, device=device,
-                         shuffle=False, drop_last=False, workers=workers)
-    k = data.num_classes
-    plain, tta = Meter(k, device), (Meter(k, device) if views else None)
-    was_training = model.training
-    model.eval()
-
-    def logits_of(x):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            return split_output(model(x))[0].float()
-
-    spec = parse_tta(views)
-    try:
-        for x, _y, labels in loader:
-            if tta is None:
-                logits = logits_of(x)
-            else:
-                # The plain view comes first when it is a view (not for crops alone).
-                per_view = [logits_of(v) for v in tta_views(x, spec, data.hflip, size=size)]
-                logits = per_view[0] if spec.plain else logits_of(x)
-                log_p = torch.stack([v.softmax(1) for v in per_view]).mean(0).clamp_min(
-                    1e-12).log()
-                tta.update(log_p, labels, torch.nn.functional.nll_loss(
-                    log_p, labels, reduction="sum"))
-            plain.update(logits, labels, torch.nn.functional.cross_entropy(
-                logits, labels, reduction="sum"))
-    finally:
-        model.train(was_training)
-    return plain.result(data.classes), (tta.result(data.classes) if tta is not None else None)
 
 
 @torch.no_grad()
@@ -405,7 +359,7 @@ def _run_network(entry: ModelEntry, run: Run, protocol: Protocol, train, test, r
     from archlab.analysis.profile import profile
     from archlab.train import fit
     from archlab.train import checkpoint as ckpt
-    from archlab.train.evaluate import load_trained
+    from archlab.train.evaluate import evaluate_tta, load_trained
     from archlab.train.trainer import TrainingInterrupted, resolve_device
 
     extra: dict[str, Any] = {"progress": ctx.progress}
@@ -584,12 +538,6 @@ class _Printer:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
-
-
-def _fmt_time(seconds: float | None) -> str:
-    from archlab.train.progress import fmt_time
-
-    return "-" if seconds is None else fmt_time(seconds)
 
 
 def _estimate_cost(protocol: Protocol, entry: ModelEntry, train) -> float | None:
@@ -893,7 +841,7 @@ def compare(protocol: str | Path | Protocol | None = None, *, models: Iterable[s
                         + (f", {counts['failed']} failed" if counts["failed"] else "")
                         + (f", {counts['running']} running elsewhere" if counts["running"] else "")
                         + (f", {counts['pending']} pending" if counts["pending"] else "")
-                        + f" in {_fmt_time(printer.elapsed())}")
+                        + f" in {fmt_time(printer.elapsed())}")
             printer.say(f"report: {result.report}")
             printer.say(f"csv:    {result.report.parent / 'results.csv'}")
         elif worker:
@@ -921,7 +869,7 @@ def plan(protocol: Protocol, study: str | Path | None = None, db: str | None = N
 def _run_header(index: int, total: int, run: Run, elapsed: float, eta: str) -> str:
     return (f"\n[{index}/{total}] {run.label} (seed {run.seed})"
             f"{' - resuming' if run.attempts > 1 else ''}"
-            f"{f' - {run.note}' if run.note else ''}; study {_fmt_time(elapsed)}{eta}")
+            f"{f' - {run.note}' if run.note else ''}; study {fmt_time(elapsed)}{eta}")
 
 
 def _eta(done_times: list[tuple[float | None, float]], costs: dict[str, float | None],
@@ -943,13 +891,13 @@ def _eta(done_times: list[tuple[float | None, float]], costs: dict[str, float | 
     for r in left:
         c = costs.get(r.label)
         seconds += c * rate if (c and rate) else avg_fixed
-    return f", about {_fmt_time(seconds / jobs)} to go"
+    return f", about {fmt_time(seconds / jobs)} to go"
 
 
 def _run_line(run: Run, v: dict[str, Any]) -> str:
     tta = f" (TTA {v['top1_tta']:.2%})" if v.get("top1_tta") is not None else ""
     return (f"  {run.label} seed {run.seed}: test top-1 {v['top1']:.2%}{tta}, "
-            f"{_fmt_time(v.get('train_time'))} training, {_fmt_time(v.get('wall_time'))} in all"
+            f"{fmt_time(v.get('train_time'))} training, {fmt_time(v.get('wall_time'))} in all"
             + (f"; {v['note']}" if v.get("note") else ""))
 
 
@@ -986,5 +934,5 @@ def install_sigterm() -> Any:
         return None
 
 
-__all__ = ["DataCache", "LeaseLost", "StudyResult", "compare", "evaluate_tta",
+__all__ = ["DataCache", "LeaseLost", "StudyResult", "compare",
            "measure_throughput", "open_study", "resolve_study"]

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from archlab._version import __version__
+
 SCHEMA_VERSION = 1
 DEFAULT_LEASE_S = 120.0
 
@@ -296,8 +298,6 @@ class Store(abc.ABC):
     # -- runs -----------------------------------------------------------------------------
     def add_runs(self, runs: Iterable) -> int:
         """Insert the RunSpecs not yet in the study; returns how many were new."""
-        import archlab
-
         runs = list(runs)
         cur = self.conn.cursor()
         now = time.time()
@@ -310,7 +310,7 @@ class Store(abc.ABC):
                     "status, created, archlab_version) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', "
                     "?, ?) ON CONFLICT (key) DO NOTHING"),
                     (r.key, r.protocol_hash, r.position, r.label, r.entry.name, r.seed,
-                     json.dumps(r.entry.as_dict()), now, archlab.__version__))
+                     json.dumps(r.entry.as_dict()), now, __version__))
                 new += max(cur.rowcount, 0)
             self._commit(cur)
             return new

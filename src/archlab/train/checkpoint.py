@@ -28,18 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from archlab.models.convert import (CheckpointError, read_state_dict, save_state_dict,
-                                    write_atomically)
+from archlab._io import write_atomic
+from archlab.models.weights import CheckpointError, read_state_dict, save_state_dict
 
 FORMAT = "archlab-checkpoint/1"
 STATE_FILE = "checkpoint.json"
 MODEL_FILE = "model.safetensors"
 BEST_FILE = "best.safetensors"
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write text to `path` through a temporary file, fsync and rename."""
-    return write_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
 # --------------------------------------------------------------------------------------

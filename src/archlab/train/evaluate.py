@@ -14,17 +14,18 @@ import torch
 from torch import nn
 
 from archlab.data.loader import make_loader
-from archlab.data.sources import (ImageData, ImageFileError, Issues, _is_image_name,
+from archlab.data.sources import (ImageData, ImageFileError, Issues, is_image_name,
                                   dataset_splits, load_dataset, open_image)
 from archlab.data.transforms import BatchPipeline, eval_transform
-from archlab.models.convert import CheckpointError
+from archlab.models.weights import CheckpointError
 from archlab.train import finetune
 from archlab.train.checkpoint import read_model
 from archlab.train.losses import split_output
-from archlab.train.metrics import Metrics
+from archlab.train.metrics import Meter, Metrics
 from archlab.train.progress import ProgressBar
 from archlab.train.trainer import resolve_device, run_eval
-from archlab.train.tta import DEFAULT_CROP_PCT, enlarged_side, parse_tta, run_eval_tta
+from archlab.train.tta import (DEFAULT_CROP_PCT, enlarged_side, parse_tta, run_eval_tta,
+                               tta_views)
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu"
@@ -119,11 +120,51 @@ def evaluate(model: nn.Module | str | Path, data: ImageData | str, *, split: str
                       spec.count(data.hflip) if spec is not None else 1)
 
 
+@torch.no_grad()
+def evaluate_tta(model: torch.nn.Module, preprocess: dict[str, Any], data, views: list[str],
+                 device: torch.device, batch_size: int = 256, amp: bool = False,
+                 workers: int | None = None):
+    """(metrics, TTA metrics or None) of `model` on `data` in one pass: the plain view's
+    logits give the first, the mean of the views' softmax probabilities the second."""
+    size = preprocess["image_size"]
+    pipeline = BatchPipeline(size, preprocess["mean"], preprocess["std"], None, data.in_memory)
+    transform = None if data.in_memory else eval_transform(size, preprocess.get("crop_pct", 0.875))
+    loader = make_loader(data, batch_size, pipeline, transform=transform, device=device,
+                         shuffle=False, drop_last=False, workers=workers)
+    k = data.num_classes
+    plain, tta = Meter(k, device), (Meter(k, device) if views else None)
+    was_training = model.training
+    model.eval()
+
+    def logits_of(x):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            return split_output(model(x))[0].float()
+
+    spec = parse_tta(views)
+    try:
+        for x, _y, labels in loader:
+            if tta is None:
+                logits = logits_of(x)
+            else:
+                # The plain view comes first when it is a view (not for crops alone).
+                per_view = [logits_of(v) for v in tta_views(x, spec, data.hflip, size=size)]
+                logits = per_view[0] if spec.plain else logits_of(x)
+                log_p = torch.stack([v.softmax(1) for v in per_view]).mean(0).clamp_min(
+                    1e-12).log()
+                tta.update(log_p, labels, torch.nn.functional.nll_loss(
+                    log_p, labels, reduction="sum"))
+            plain.update(logits, labels, torch.nn.functional.cross_entropy(
+                logits, labels, reduction="sum"))
+    finally:
+        model.train(was_training)
+    return plain.result(data.classes), (tta.result(data.classes) if tta is not None else None)
+
+
 def _expand(images: Iterable) -> list:
     out = []
     for item in images:
         if isinstance(item, (str, Path)) and Path(item).is_dir():
-            found = sorted(p for p in Path(item).rglob("*") if p.is_file() and _is_image_name(p))
+            found = sorted(p for p in Path(item).rglob("*") if p.is_file() and is_image_name(p))
             if not found:
                 raise FileNotFoundError(f"{item} holds no image files")
             out += [str(p) for p in found]
@@ -178,9 +219,9 @@ def predict(model: nn.Module | str | Path, images: Sequence | str | Path, *, top
             if isinstance(item, (str, Path)):
                 img, note = open_image(item, mode, max_pixels or DEFAULT_MAX_PIXELS)
             else:
-                from archlab.data.sources import _to_mode
+                from archlab.data.sources import to_image_mode
 
-                img, note = _to_mode(item, mode)
+                img, note = to_image_mode(item, mode)
         except ImageFileError as e:
             results[i]["error"] = e.reason
             continue

@@ -8,12 +8,7 @@ from __future__ import annotations
 import sys
 import time
 
-
-def fmt_time(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:d}:{s:02d}"
+from archlab._text import fmt_time
 
 
 class ProgressBar:

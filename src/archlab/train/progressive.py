@@ -152,7 +152,7 @@ def model_at_resolution(name: str, model_kwargs: dict[str, Any], weights: dict, 
                         ) -> tuple[nn.Module, dict[str, Any]]:
     """(model, kwargs) of registered `name` loaded with `weights`; a transformer is built
     for `image_size` and its position embeddings resized to the new patch grid."""
-    from archlab.models.convert import load_state_dict
+    from archlab.models.weights import load_state_dict
     from archlab.models.registry import create_model
 
     kwargs = dict(model_kwargs)

@@ -33,6 +33,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from archlab._io import write_atomic
+from archlab._text import fmt_time
 from archlab.data.loader import epoch_seed, make_loader
 from archlab.data.sources import (ImageData, Issues, channel_stats, dataset_splits,
                                   load_dataset)
@@ -44,7 +46,7 @@ from archlab.train import distributed
 from archlab.train import finetune, progressive
 from archlab.train.losses import classification_loss, split_output, unwrap
 from archlab.train.metrics import Meter, Metrics
-from archlab.train.progress import ProgressBar, fmt_time
+from archlab.train.progress import ProgressBar
 from archlab.train.recipe import Recipe
 from archlab.train.schedules import Schedule
 
@@ -197,7 +199,7 @@ def _small_image(size: int | None) -> bool:
 
 
 def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    ckpt.write_atomic(run_dir / "metrics.jsonl",
+    write_atomic(run_dir / "metrics.jsonl",
                       "".join(json.dumps(row) + "\n" for row in history))
     if history:
         keys = list(dict.fromkeys(k for row in history for k in row))
@@ -206,7 +208,7 @@ def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
         writer.writeheader()
         for row in history:
             writer.writerow({k: row.get(k) for k in keys})
-        ckpt.write_atomic(run_dir / "metrics.csv", buf.getvalue())
+        write_atomic(run_dir / "metrics.csv", buf.getvalue())
 
 
 # --------------------------------------------------------------------------------------
@@ -665,7 +667,7 @@ class Trainer:
                      + (f"  top-5 {test.top5:.2%}" if test.top5 is not None else "")
                      + f"  ({test.n:,} images)")
             if self.run_dir is not None:
-                ckpt.write_atomic(self.run_dir / "test_metrics.json",
+                write_atomic(self.run_dir / "test_metrics.json",
                                   json.dumps(test.as_dict(), indent=1))
         issues = self.issues_now()
         if issues:
