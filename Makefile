@@ -26,7 +26,10 @@ demo: setup
 	  echo "Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist, or set ARCHLAB_DATA to a folder of its idx files (online, archlab downloads it)."
 	$(BIN)/archlab compare
 
+# The layers and the absence of import circles first (pyproject.toml's import-linter
+# contracts), then the tests.
 test: setup-test
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q tests
 
 clean:
