@@ -15,14 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from archlab.data import sources
-from archlab.data.loader import FileLoader, MemoryLoader
-from archlab.data.sources import (DataError, ImageData, ImageFileError, channel_stats,
-                                  load_dataset, open_image, read_idx)
-from archlab.data.split import stratified_split, train_val_split
-from archlab.data.transforms import (Augment, BatchPipeline, eval_transform, file_transform,
-                                     mix_batch, pca_lighting, rand_augment, random_erasing,
-                                     random_hflip, random_translate)
+from archlab.data import (Augment, BatchPipeline, DataError, FileLoader, ImageData,
+                          ImageFileError, MemoryLoader, channel_stats, dataset_splits,
+                          eval_transform, file_transform, load_dataset, mix_batch, open_image,
+                          pca_lighting, rand_augment, random_erasing, random_hflip,
+                          random_translate, read_idx, stratified_split, train_val_split)
+from archlab.data import named as named_sources
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -78,13 +76,13 @@ def test_fashion_mnist_from_the_debian_package():
 
 
 def test_fashion_mnist_missing_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "_search_roots", lambda root: [tmp_path])
+    monkeypatch.setattr(named_sources, "_search_roots", lambda root: [tmp_path])
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
         load_dataset("fashion-mnist")
 
 
 def test_torchvision_datasets_offline_say_where_to_put_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "_search_roots", lambda root: [tmp_path])
+    monkeypatch.setattr(named_sources, "_search_roots", lambda root: [tmp_path])
     with pytest.raises(DataError, match="ARCHLAB_DATA"):
         load_dataset("mnist")
     with pytest.raises(DataError, match="CIFAR10.*download=True"):
@@ -222,7 +220,7 @@ def test_folder_with_train_and_val_splits(tmp_path):
     for split in ("train", "val"):
         for cls in ("a", "b"):
             _png(tmp_path / split / cls / "x.png")
-    assert sources.dataset_splits(str(tmp_path)) == ("train", "test")
+    assert dataset_splits(str(tmp_path)) == ("train", "test")
     test = load_dataset(str(tmp_path), "test")
     assert test.spec["source"].endswith("val") and len(test) == 2
 

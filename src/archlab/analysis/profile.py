@@ -318,10 +318,6 @@ def profile(model: nn.Module | str, img_size: int | tuple[int, int] | None = Non
         layers=[rows[n] for n in order])
 
 
-def count_params(model: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
 # --------------------------------------------------------------------------------------
 # The cost of every registered model, cached
 # --------------------------------------------------------------------------------------

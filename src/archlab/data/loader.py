@@ -18,7 +18,9 @@ from typing import Iterator
 
 import torch
 
-from archlab.data.sources import ImageData, ImageFileError, Issues, open_image
+from archlab.data.dataset import ImageData
+from archlab.data.decode import open_image
+from archlab.data.errors import ImageFileError, Issues
 from archlab.data.transforms import BatchPipeline
 
 

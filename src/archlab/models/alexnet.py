@@ -19,7 +19,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from archlab.models.layers import ImageClassifier
+from archlab.models.layers import ImageClassifier, get_act
 from archlab.models.registry import Paper, register_model
 
 ALEXNET = Paper(
@@ -37,7 +37,7 @@ _TOWER_GROUPS = (1, 2, 1, 2, 2)  # conv3 is the one layer whose filters see both
 class AlexNet(ImageClassifier):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
                  towers: int = 1, drop_rate: float = 0.5, fc_dim: int | None = None,
-                 act: type[nn.Module] = nn.ReLU) -> None:
+                 act: str | type[nn.Module] = "relu") -> None:
         super().__init__()
         if towers not in (1, 2):
             raise ValueError(f"towers must be 1 (torchvision's form) or 2 (the paper's), "
@@ -52,7 +52,7 @@ class AlexNet(ImageClassifier):
         for i, (out, k, s, p) in enumerate(convs, start=1):
             groups = _TOWER_GROUPS[i - 1] if towers == 2 else 1
             layers[f"conv{i}"] = nn.Conv2d(chs, out, k, s, p, groups=groups)
-            layers[f"relu{i}"] = act(inplace=True) if act is nn.ReLU else act()
+            layers[f"relu{i}"] = get_act(act, inplace=True)
             if towers == 2 and i <= 2:
                 # Local response normalisation: a neuron is damped by its neighbours in
                 # adjacent channels, "lateral inhibition" (section 3.3; k=2, n=5, α=1e-4, β=0.75).

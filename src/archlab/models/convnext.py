@@ -54,12 +54,13 @@ class ConvNeXtBlock(nn.Module):
     """dw 7×7 -> LN -> 4× MLP with GELU -> layer scale -> stochastic depth, plus the input."""
 
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init: float = 1e-6,
-                 kernel_size: int = 7, mlp_ratio: float = 4.0) -> None:
+                 kernel_size: int = 7, mlp_ratio: float = 4.0,
+                 act: str | type[nn.Module] = "gelu") -> None:
         super().__init__()
         # Swin's 7×7 windows, as a depthwise convolution: spatial mixing only, per channel.
         self.conv_dw = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(mlp_ratio * dim), act="gelu")
+        self.mlp = Mlp(dim, int(mlp_ratio * dim), act=act)
         self.layer_scale = (nn.Parameter(torch.full((dim,), layer_scale_init))
                             if layer_scale_init > 0 else None)
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
@@ -75,12 +76,13 @@ class ConvNeXtStage(nn.Module):
     """A separate downsampling layer (LN, 2×2 conv stride 2; none in stage 1), then blocks."""
 
     def __init__(self, in_chs: int, out_chs: int, drop_paths: list[float],
-                 layer_scale_init: float, downsample: bool) -> None:
+                 layer_scale_init: float, downsample: bool,
+                 act: str | type[nn.Module] = "gelu") -> None:
         super().__init__()
         self.downsample = nn.Sequential(OrderedDict(
             norm=LayerNorm2d(in_chs, eps=1e-6), conv=nn.Conv2d(in_chs, out_chs, 2, 2),
         )) if downsample else nn.Identity()
-        self.blocks = nn.Sequential(*[ConvNeXtBlock(out_chs, p, layer_scale_init)
+        self.blocks = nn.Sequential(*[ConvNeXtBlock(out_chs, p, layer_scale_init, act=act)
                                       for p in drop_paths])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +97,8 @@ class ConvNeXt(ImageClassifier):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
                  depths: tuple[int, ...] = (3, 3, 9, 3),
                  dims: tuple[int, ...] = (96, 192, 384, 768), drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, layer_scale_init: float = 1e-6) -> None:
+                 drop_path_rate: float = 0.0, layer_scale_init: float = 1e-6,
+                 act: str | type[nn.Module] = "gelu") -> None:
         super().__init__()
         if len(depths) != len(dims):
             raise ValueError(f"depths {depths} and dims {dims} must have one entry per stage")
@@ -116,7 +119,7 @@ class ConvNeXt(ImageClassifier):
         self.feature_info = []
         for i, (depth, dim) in enumerate(zip(depths, dims)):
             stages.append(ConvNeXtStage(chs, dim, rates[:depth], layer_scale_init,
-                                        downsample=i > 0))
+                                        downsample=i > 0, act=act))
             rates = rates[depth:]
             stride *= 2 if i > 0 else 1
             chs = dim

@@ -154,27 +154,42 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None,
     return new_v
 
 
-_ACTIVATIONS: dict[str, type[nn.Module]] = {
+class ScaledTanh(nn.Module):
+    """LeCun's squashing function (LeNet-5, Appendix A): f(a) = A·tanh(S·a) with A = 1.7159,
+    S = 2/3, so that f(1) = 1 and f(-1) = -1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 1.7159 * torch.tanh(x * (2.0 / 3.0))
+
+
+# Every activation a family can be given by name (a CLI's or a protocol's `act: tanh`): the
+# one table, so that every family knows the same names and refuses the same unknown ones.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU, "swish": nn.SiLU, "gelu": nn.GELU,
     "hardswish": nn.Hardswish, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
     "hardsigmoid": nn.Hardsigmoid, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU,
-    "identity": nn.Identity,
+    "identity": nn.Identity, "scaled_tanh": ScaledTanh,
 }
-
+# The activations that can overwrite their input (saves a copy where nothing else reads it).
+_INPLACE = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU)
 
 def get_act(act: str | type[nn.Module] | None, inplace: bool = False) -> nn.Module:
-    """An activation module from a name ('relu', 'silu', ...) or a class; None is identity."""
+    """An activation module from a name in ACTIVATIONS ('relu', 'tanh', ...) or an nn.Module
+    class; None is identity. An unknown name is a ValueError listing the known ones."""
     if act is None:
-        return nn.Identity()
-    if isinstance(act, str):
+        cls = nn.Identity
+    elif isinstance(act, str):
         try:
-            cls = _ACTIVATIONS[act.lower()]
+            cls = ACTIVATIONS[act.lower()]
         except KeyError:
             raise ValueError(f"unknown activation {act!r}; choose one of "
-                             f"{', '.join(sorted(_ACTIVATIONS))}") from None
-    else:
+                             f"{', '.join(sorted(ACTIVATIONS))}") from None
+    elif isinstance(act, type) and issubclass(act, nn.Module):
         cls = act
-    if inplace and cls in (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU):
+    else:
+        raise ValueError(f"an activation is a name ({', '.join(sorted(ACTIVATIONS))}) or an "
+                         f"nn.Module class, got {act!r}")
+    if inplace and cls in _INPLACE:
         return cls(inplace=True)
     return cls()
 

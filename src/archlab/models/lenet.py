@@ -39,7 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archlab.models.layers import ImageClassifier, get_act
+# ScaledTanh, LeCun's activation, lives in layers (the activation table); imported here
+# so that lenet.ScaledTanh keeps working.
+from archlab.models.layers import ImageClassifier, ScaledTanh, get_act  # noqa: F401
 from archlab.models.registry import Paper, register_model
 
 LENET = Paper(
@@ -57,13 +59,6 @@ C3_TABLE = (
     (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
     (0, 1, 2, 3, 4, 5),
 )
-
-
-class ScaledTanh(nn.Module):
-    """f(a) = A·tanh(S·a) with A = 1.7159, S = 2/3 (Appendix A): f(1) = 1 and f(-1) = -1."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 1.7159 * torch.tanh(x * (2.0 / 3.0))
 
 
 class Subsampling(nn.Module):
@@ -93,10 +88,6 @@ class PartialConv(nn.Module):
         return torch.cat([conv(x[:, list(ins)]) for conv, ins in zip(self.maps, self.table)], 1)
 
 
-def _act(name: str) -> nn.Module:
-    return ScaledTanh() if name == "scaled_tanh" else get_act(name)
-
-
 def _pool(kind: str, channels: int) -> nn.Module:
     if kind == "max":
         return nn.MaxPool2d(2)
@@ -109,29 +100,29 @@ def _pool(kind: str, channels: int) -> nn.Module:
 
 class LeNet5(ImageClassifier):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
-                 act: str = "relu", pool: str = "max", c3_table: bool = False,
+                 act: str | type[nn.Module] = "relu", pool: str = "max", c3_table: bool = False,
                  paper_init: bool = False, drop_rate: float = 0.0) -> None:
         super().__init__()
         self.num_classes, self.in_chans = num_classes, in_chans
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         # small_input: pad 28×28 images to the 32×32 geometry the network was designed for.
         layers["c1"] = nn.Conv2d(in_chans, 6, 5, padding=2 if small_input else 0)
-        layers["c1_act"] = _act(act)
+        layers["c1_act"] = get_act(act)
         layers["s2"] = _pool(pool, 6)
         if pool == "trainable":
-            layers["s2_act"] = _act(act)
+            layers["s2_act"] = get_act(act)
         layers["c3"] = PartialConv(C3_TABLE) if c3_table else nn.Conv2d(6, 16, 5)
-        layers["c3_act"] = _act(act)
+        layers["c3_act"] = get_act(act)
         layers["s4"] = _pool(pool, 16)
         if pool == "trainable":
-            layers["s4_act"] = _act(act)
+            layers["s4_act"] = get_act(act)
         layers["c5"] = nn.Conv2d(16, 120, 5)
-        layers["c5_act"] = _act(act)
+        layers["c5_act"] = get_act(act)
         self.features = nn.Sequential(layers)
         self.num_features = 120
         self.head_hidden_size = 84
         self.f6 = nn.Linear(120, 84)
-        self.f6_act = _act(act)
+        self.f6_act = get_act(act)
         self.head_drop = nn.Dropout(drop_rate)
         self.output = nn.Linear(84, num_classes)
         # C5 needs a 5×5 map from S4: 32 px without padding, 28 px with it.

@@ -108,7 +108,7 @@ class MobileNetV1(ImageClassifier):
     """
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
-                 width_mult: float = 1.0, img_size: int = 224, act: str = "relu",
+                 width_mult: float = 1.0, img_size: int = 224, act: str | type[nn.Module] = "relu",
                  drop_rate: float = 0.0, layout: tuple = V1_LAYOUT, stem_chs: int = 32,
                  ch_divisor: int = 8) -> None:
         super().__init__()
@@ -209,7 +209,7 @@ class MobileNetV2(ImageClassifier):
     """
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
-                 width_mult: float = 1.0, img_size: int = 224, act: str = "relu6",
+                 width_mult: float = 1.0, img_size: int = 224, act: str | type[nn.Module] = "relu6",
                  drop_rate: float = 0.2, table: tuple = V2_TABLE, stem_chs: int = 32,
                  head_chs: int = 1280, ch_divisor: int = 8) -> None:
         super().__init__()

@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archlab.models.layers import ClassifierHead, DropPath, ImageClassifier, SqueezeExcite
+from archlab.models.layers import (ClassifierHead, DropPath, ImageClassifier, SqueezeExcite,
+                                   get_act)
 from archlab.models.registry import Paper, register_model
 
 RESNET = Paper(
@@ -175,18 +176,19 @@ class BasicBlock(_Block):
     def __init__(self, in_chs: int, planes: int, stride: int = 1,
                  downsample: nn.Module | None = None, residual: bool = True, groups: int = 1,
                  base_width: int = 64, stride_3x3: bool = True, attn: str | None = None,
-                 sa: bool = False, sym: bool = False, drop_path: float = 0.0) -> None:
+                 sa: bool = False, sym: bool = False, drop_path: float = 0.0,
+                 act: str | type[nn.Module] = "relu") -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("groups and base_width (ResNeXt, wide ResNets) need "
                              "block='bottleneck'")
         self.conv1 = _conv3x3(in_chs, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.act1 = nn.ReLU(inplace=True)
+        self.act1 = get_act(act, inplace=True)
         self.conv2 = _conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self._tail(planes, downsample, residual, attn, sa, sym, drop_path)
-        self.act2 = nn.ReLU(inplace=True)
+        self.act2 = get_act(act, inplace=True)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn2.weight)
@@ -209,20 +211,21 @@ class Bottleneck(_Block):
     def __init__(self, in_chs: int, planes: int, stride: int = 1,
                  downsample: nn.Module | None = None, residual: bool = True, groups: int = 1,
                  base_width: int = 64, stride_3x3: bool = True, attn: str | None = None,
-                 sa: bool = False, sym: bool = False, drop_path: float = 0.0) -> None:
+                 sa: bool = False, sym: bool = False, drop_path: float = 0.0,
+                 act: str | type[nn.Module] = "relu") -> None:
         super().__init__()
         width = int(planes * base_width / 64) * groups
         out_chs = planes * self.expansion
         self.conv1 = _conv1x1(in_chs, width, 1 if stride_3x3 else stride)
         self.bn1 = nn.BatchNorm2d(width)
-        self.act1 = nn.ReLU(inplace=True)
+        self.act1 = get_act(act, inplace=True)
         self.conv2 = _conv3x3(width, width, stride if stride_3x3 else 1, groups)
         self.bn2 = nn.BatchNorm2d(width)
-        self.act2 = nn.ReLU(inplace=True)
+        self.act2 = get_act(act, inplace=True)
         self.conv3 = _conv1x1(width, out_chs)
         self.bn3 = nn.BatchNorm2d(out_chs)
         self._tail(out_chs, downsample, residual, attn, sa, sym, drop_path)
-        self.act3 = nn.ReLU(inplace=True)
+        self.act3 = get_act(act, inplace=True)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)
@@ -241,16 +244,17 @@ class PreActBasicBlock(_Block):
     def __init__(self, in_chs: int, planes: int, stride: int = 1,
                  downsample: nn.Module | None = None, residual: bool = True, groups: int = 1,
                  base_width: int = 64, stride_3x3: bool = True, attn: str | None = None,
-                 sa: bool = False, sym: bool = False, drop_path: float = 0.0) -> None:
+                 sa: bool = False, sym: bool = False, drop_path: float = 0.0,
+                 act: str | type[nn.Module] = "relu") -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("groups and base_width (ResNeXt, wide ResNets) need "
                              "block='bottleneck'")
         self.bn1 = nn.BatchNorm2d(in_chs)
-        self.act1 = nn.ReLU(inplace=True)
+        self.act1 = get_act(act, inplace=True)
         self.conv1 = _conv3x3(in_chs, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.act2 = nn.ReLU(inplace=True)
+        self.act2 = get_act(act, inplace=True)
         self.conv2 = _conv3x3(planes, planes)
         self._tail(planes, downsample, residual, attn, sa, sym, drop_path)
 
@@ -271,18 +275,19 @@ class PreActBottleneck(_Block):
     def __init__(self, in_chs: int, planes: int, stride: int = 1,
                  downsample: nn.Module | None = None, residual: bool = True, groups: int = 1,
                  base_width: int = 64, stride_3x3: bool = True, attn: str | None = None,
-                 sa: bool = False, sym: bool = False, drop_path: float = 0.0) -> None:
+                 sa: bool = False, sym: bool = False, drop_path: float = 0.0,
+                 act: str | type[nn.Module] = "relu") -> None:
         super().__init__()
         width = int(planes * base_width / 64) * groups
         out_chs = planes * self.expansion
         self.bn1 = nn.BatchNorm2d(in_chs)
-        self.act1 = nn.ReLU(inplace=True)
+        self.act1 = get_act(act, inplace=True)
         self.conv1 = _conv1x1(in_chs, width, 1 if stride_3x3 else stride)
         self.bn2 = nn.BatchNorm2d(width)
-        self.act2 = nn.ReLU(inplace=True)
+        self.act2 = get_act(act, inplace=True)
         self.conv2 = _conv3x3(width, width, stride if stride_3x3 else 1, groups)
         self.bn3 = nn.BatchNorm2d(width)
-        self.act3 = nn.ReLU(inplace=True)
+        self.act3 = get_act(act, inplace=True)
         self.conv3 = _conv1x1(width, out_chs)
         self._tail(out_chs, downsample, residual, attn, sa, sym, drop_path)
 
@@ -319,7 +324,8 @@ class ResNet(ImageClassifier):
     also gives the ImageNet nets. groups / base_width: ResNeXt and wide ResNets. attn: "se"
     for squeeze-excitation. sa / sym: fastai's self-attention in the last block of the first
     stage (stage len(layers)-4 of fastai's deeper nets). zero_init_last: each block's last
-    norm (or, pre-activated, its last conv) starts at zero.
+    norm (or, pre-activated, its last conv) starts at zero. act: the activation of the stem
+    and the blocks, a name in layers.ACTIVATIONS (the SE gate keeps its own).
     """
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
@@ -330,7 +336,7 @@ class ResNet(ImageClassifier):
                  cifar_stem: bool = False, groups: int = 1, base_width: int = 64,
                  attn: str | None = None, sa: bool = False, sym: bool = False,
                  zero_init_last: bool = False, drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0) -> None:
+                 drop_path_rate: float = 0.0, act: str | type[nn.Module] = "relu") -> None:
         super().__init__()
         if block not in ("basic", "bottleneck"):
             raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
@@ -349,15 +355,15 @@ class ResNet(ImageClassifier):
             mid = stem_width // 2
             self.conv1: nn.Module = nn.Sequential(
                 _conv3x3(in_chans, mid, 1 if tiny else 2), nn.BatchNorm2d(mid),
-                nn.ReLU(inplace=True), _conv3x3(mid, mid), nn.BatchNorm2d(mid),
-                nn.ReLU(inplace=True), _conv3x3(mid, stem_width))
+                get_act(act, inplace=True), _conv3x3(mid, mid), nn.BatchNorm2d(mid),
+                get_act(act, inplace=True), _conv3x3(mid, stem_width))
         elif tiny:
             self.conv1 = _conv3x3(in_chans, stem_width)
         else:
             self.conv1 = nn.Conv2d(in_chans, stem_width, 7, 2, 3, bias=False)
         # Pre-activated, the first block's norm and ReLU follow the stem's convolution.
         self.bn1 = nn.Identity() if preact else nn.BatchNorm2d(stem_width)
-        self.act1 = nn.Identity() if preact else nn.ReLU(inplace=True)
+        self.act1 = nn.Identity() if preact else get_act(act, inplace=True)
         self.maxpool = nn.Identity() if tiny else nn.MaxPool2d(3, 2, 1)
 
         chs, reduction = stem_width, 1 if tiny else 4
@@ -375,7 +381,7 @@ class ResNet(ImageClassifier):
                     chs, planes, s, self._make_shortcut(chs, out_chs, s),
                     residual=shortcut != "none", groups=groups, base_width=base_width,
                     stride_3x3=stride_3x3, attn=attn, sa=sa and i == sa_stage and j == depth - 1,
-                    sym=sym, drop_path=drop_path_rate * b / max(n_blocks - 1, 1)))
+                    sym=sym, drop_path=drop_path_rate * b / max(n_blocks - 1, 1), act=act))
                 chs, b = out_chs, b + 1
             name = f"layer{i + 1}"
             self.add_module(name, nn.Sequential(*blocks))
@@ -384,7 +390,7 @@ class ResNet(ImageClassifier):
 
         # Pre-activated, the last block's sum still needs its norm and ReLU (section 4).
         self.bn_final = nn.BatchNorm2d(chs) if preact else nn.Identity()
-        self.act_final = nn.ReLU(inplace=True) if preact else nn.Identity()
+        self.act_final = get_act(act, inplace=True) if preact else nn.Identity()
         self.num_features = chs
         self.head = ClassifierHead(chs, num_classes, drop_rate=drop_rate)
         # Every layer is padded and keeps ceil(size / stride) pixels, so no map ever empties

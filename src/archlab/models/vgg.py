@@ -41,7 +41,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from archlab.models.layers import ImageClassifier
+from archlab.models.layers import ImageClassifier, get_act
 from archlab.models.registry import Paper, register_model
 
 VGG_PAPER = Paper(
@@ -89,10 +89,11 @@ _CONV = re.compile(r"conv(\d+)-(\d+)")
 
 
 def make_stages(config: tuple[tuple[str, ...], ...], in_chans: int, batch_norm: bool,
-                width: float = 1.0, ceil_mode: bool = False
-                ) -> tuple[nn.Sequential, list[dict]]:
+                width: float = 1.0, ceil_mode: bool = False,
+                act: str | type[nn.Module] = "relu") -> tuple[nn.Sequential, list[dict]]:
     """The convolutional body from a Table 1 column, and the feature_info of its stages;
-    `width` scales the channels, `ceil_mode` rounds the poolings' output up."""
+    `width` scales the channels, `ceil_mode` rounds the poolings' output up, `act` is the
+    activation after each convolution (layers.ACTIVATIONS)."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     info = []
     chs = in_chans
@@ -112,7 +113,7 @@ def make_stages(config: tuple[tuple[str, ...], ...], in_chans: int, batch_norm: 
             layers[f"conv{s}_{i}"] = nn.Conv2d(chs, out, k, padding=k // 2)
             if batch_norm:
                 layers[f"bn{s}_{i}"] = nn.BatchNorm2d(out)
-            layers[f"relu{s}_{i}"] = nn.ReLU(inplace=True)
+            layers[f"relu{s}_{i}"] = get_act(act, inplace=True)
             chs = out
         layers[f"pool{s}"] = nn.MaxPool2d(2, 2, ceil_mode=ceil_mode)
         info.append(dict(num_chs=chs, reduction=2 ** s, module=f"features.pool{s}"))
@@ -123,7 +124,7 @@ class VGG(ImageClassifier):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
                  config: str = "D", batch_norm: bool = False, drop_rate: float = 0.5,
                  fc_dim: int | None = None, pool_size: int | None = None,
-                 width: float = 1.0) -> None:
+                 width: float = 1.0, act: str | type[nn.Module] = "relu") -> None:
         super().__init__()
         if width <= 0:
             raise ValueError(f"width scales the channels and must be positive, got {width}")
@@ -133,7 +134,7 @@ class VGG(ImageClassifier):
         self.num_classes, self.in_chans = num_classes, in_chans
         self.config = config
         self.features, self.feature_info = make_stages(CONFIGS[config], in_chans, batch_norm,
-                                                       width, ceil_mode=small_input)
+                                                       width, ceil_mode=small_input, act=act)
         self.num_features = chs = self.feature_info[-1]["num_chs"]
         pool_size = pool_size or (1 if small_input else 7)
         fc_dim = fc_dim or (512 if small_input else 4096)
@@ -143,9 +144,9 @@ class VGG(ImageClassifier):
         self.avgpool = nn.AdaptiveAvgPool2d(pool_size)
         self.classifier = nn.Sequential(OrderedDict([
             ("fc6", nn.Linear(chs * pool_size * pool_size, fc_dim)),
-            ("relu6", nn.ReLU(inplace=True)), ("drop6", nn.Dropout(drop_rate)),
+            ("relu6", get_act(act, inplace=True)), ("drop6", nn.Dropout(drop_rate)),
             ("fc7", nn.Linear(fc_dim, fc_dim)),
-            ("relu7", nn.ReLU(inplace=True)), ("drop7", nn.Dropout(drop_rate)),
+            ("relu7", get_act(act, inplace=True)), ("drop7", nn.Dropout(drop_rate)),
             ("fc8", nn.Linear(fc_dim, num_classes)),
         ]))
         # Five 2×2 poolings need 32 px to leave a 1×1 map; rounded up, any size does.

@@ -95,13 +95,14 @@ class Block(nn.Module):
     """One pre-norm encoder layer: x + MSA(LN(x)), then x + MLP(LN(x)) (2010.11929 eq. 2-3)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0) -> None:
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
+                 act: str | type[nn.Module] = "gelu") -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
                               proj_drop=drop)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act="gelu", drop=drop)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act=act, drop=drop)
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +133,7 @@ class VisionTransformer(ImageClassifier):
                  qkv_bias: bool = True, distilled: bool = False, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  small_patch_size: int = 4, global_pool: str = "token",
-                 class_token: bool = True) -> None:
+                 class_token: bool = True, act: str | type[nn.Module] = "gelu") -> None:
         super().__init__()
         if global_pool not in ("token", "avg"):
             raise ValueError(f"global_pool={global_pool!r}: use 'token' (the class token, as "
@@ -167,7 +168,7 @@ class VisionTransformer(ImageClassifier):
         self.pos_drop = nn.Dropout(drop_rate)
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.Sequential(*[
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, r)
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, r, act)
             for r in rates])
         # With average pooling the LayerNorm moves after the pooling (timm's fc_norm).
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6) if global_pool == "token" else nn.Identity()

@@ -33,7 +33,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from archlab.models.layers import ClassifierHead, ConvNormAct, ImageClassifier
+from archlab.models.layers import ClassifierHead, ConvNormAct, ImageClassifier, get_act
 from archlab.models.registry import INCEPTION_MEAN, INCEPTION_STD, Paper, register_model
 
 XCEPTION = Paper(
@@ -74,7 +74,8 @@ class XceptionModule(nn.Module):
     """
 
     def __init__(self, in_chs: int, out_chs: int, reps: int, stride: int = 1,
-                 start_with_relu: bool = True, grow_first: bool = True) -> None:
+                 start_with_relu: bool = True, grow_first: bool = True,
+                 act: str | type[nn.Module] = "relu") -> None:
         super().__init__()
         if grow_first:
             widths = [in_chs] + [out_chs] * reps
@@ -84,7 +85,7 @@ class XceptionModule(nn.Module):
         for i in range(1, reps + 1):
             if i > 1 or start_with_relu:
                 # The first ReLU must not work in place: the shortcut still needs its input.
-                layers[f"act{i}"] = nn.ReLU(inplace=i > 1)
+                layers[f"act{i}"] = get_act(act, inplace=i > 1)
             layers[f"sepconv{i}"] = SeparableConv(widths[i - 1], widths[i])
         if stride != 1:
             layers["pool"] = nn.MaxPool2d(3, stride, padding=1)
@@ -142,27 +143,29 @@ class Xception(ImageClassifier):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
                  middle_repeats: int = 8, middle_width: int = 728,
                  exit_widths: tuple[int, int, int] = (1024, 1536, 2048),
-                 drop_rate: float = 0.5) -> None:
+                 drop_rate: float = 0.5, act: str | type[nn.Module] = "relu") -> None:
         super().__init__()
         self.num_classes, self.in_chans = num_classes, in_chans
         # The stem's two 3×3 convolutions are unpadded ('valid', as in Keras): 299 -> 149 -> 147.
         stem_stride, stem_pad = (1, 1) if small_input else (2, 0)
         self.stem = nn.Sequential(OrderedDict([
-            ("conv1", ConvNormAct(in_chans, 32, 3, stem_stride, padding=stem_pad)),
-            ("conv2", ConvNormAct(32, 64, 3, 1, padding=stem_pad)),
+            ("conv1", ConvNormAct(in_chans, 32, 3, stem_stride, padding=stem_pad, act=act)),
+            ("conv2", ConvNormAct(32, 64, 3, 1, padding=stem_pad, act=act)),
         ]))
         self.entry_flow = nn.Sequential(
-            XceptionModule(64, 128, 2, stride=1 if small_input else 2, start_with_relu=False),
-            XceptionModule(128, 256, 2, stride=2),
-            XceptionModule(256, middle_width, 2, stride=2),
+            XceptionModule(64, 128, 2, stride=1 if small_input else 2, start_with_relu=False,
+                           act=act),
+            XceptionModule(128, 256, 2, stride=2, act=act),
+            XceptionModule(256, middle_width, 2, stride=2, act=act),
         )
-        self.middle_flow = nn.Sequential(*[XceptionModule(middle_width, middle_width, 3)
+        self.middle_flow = nn.Sequential(*[XceptionModule(middle_width, middle_width, 3, act=act)
                                            for _ in range(middle_repeats)])
         w1, w2, w3 = exit_widths
         self.exit_flow = nn.Sequential(OrderedDict([
-            ("module", XceptionModule(middle_width, w1, 2, stride=2, grow_first=False)),
-            ("sepconv1", SeparableConv(w1, w2)), ("act1", nn.ReLU(inplace=True)),
-            ("sepconv2", SeparableConv(w2, w3)), ("act2", nn.ReLU(inplace=True)),
+            ("module", XceptionModule(middle_width, w1, 2, stride=2, grow_first=False,
+                                      act=act)),
+            ("sepconv1", SeparableConv(w1, w2)), ("act1", get_act(act, inplace=True)),
+            ("sepconv2", SeparableConv(w2, w3)), ("act2", get_act(act, inplace=True)),
         ]))
         self.num_features = w3
         # ImageNet training used dropout 0.5 before the logistic regression.
