@@ -308,7 +308,7 @@ def _open(item: Any, name: str, mode: str):
             raise ExplainError(f"{item} needs scikit-image: pip install scikit-image") from None
         img = _pil_from_array(getattr(skimage.data, photo)(), name)
     else:
-        from archlab.data.sources import open_image
+        from archlab.data import open_image
 
         return open_image(item, mode)[0]
     if img.mode in ("RGBA", "LA", "P"):
@@ -386,7 +386,7 @@ def load_images(subject: Subject, images: Sequence[Any] | str | Path) -> list[In
 def read_dataset(subject: Subject, data: Any, split: str | None = None):
     """An ImageData as is, or a dataset spec read for this model's channels (and classes,
     for a folder or CSV); the split defaults to 'test' where the source has one."""
-    from archlab.data.sources import dataset_splits, load_dataset
+    from archlab.data import dataset_splits, load_dataset
 
     if not isinstance(data, (str, Path)):
         return data
@@ -401,7 +401,7 @@ def sample_dataset(subject: Subject, data: Any, split: str | None = None,
                    limit: int | None = None, seed: int = 0):
     """(ImageData, original indices): `data` (an ImageData or a dataset spec) read for this
     model's classes and channels, with `limit` images drawn at random (sorted) when given."""
-    from archlab.data.sources import ImageData
+    from archlab.data import ImageData
 
     data = read_dataset(subject, data, split)
     if not isinstance(data, ImageData):
@@ -423,7 +423,7 @@ def dataset_batches(subject: Subject, data, batch_size: int = 128, issues: list 
     """(normalised images, labels, positions in `data`) batches, in order. In-memory images
     are resized as the trainer resizes them; files are decoded as `load_images` does, and a
     file that cannot be decoded is skipped (its message appended to `issues`)."""
-    from archlab.data.sources import ImageFileError, open_image
+    from archlab.data import ImageFileError, open_image
     from archlab.data.transforms import eval_transform
 
     device = subject.device

@@ -111,7 +111,7 @@ class DataCache:
         self._cache: dict[tuple, tuple] = {}
 
     def get(self, protocol: Protocol):
-        from archlab.data.sources import dataset_splits, load_dataset
+        from archlab.data import dataset_splits, load_dataset
         from archlab.data.split import stratified_split
 
         d = protocol.data

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from archlab.data.loader import make_loader
-from archlab.data.sources import (ImageData, ImageFileError, Issues, is_image_name,
+from archlab.data import (ImageData, ImageFileError, Issues, is_image_name,
                                   dataset_splits, load_dataset, open_image)
 from archlab.data.transforms import BatchPipeline, eval_transform
 from archlab.models.weights import CheckpointError
@@ -182,7 +182,7 @@ def predict(model: nn.Module | str | Path, images: Sequence | str | Path, *, top
     Returns one dict per image: {"file", "top": [{"class", "index", "prob"}, ...]} or, for
     a file that cannot be decoded, {"file", "error"} (the others are still classified).
     """
-    from archlab.data.sources import DEFAULT_MAX_PIXELS
+    from archlab.data import DEFAULT_MAX_PIXELS
 
     dev = resolve_device(device)
     model, info = _resolve_model(model, dev, preprocess)
@@ -219,7 +219,7 @@ def predict(model: nn.Module | str | Path, images: Sequence | str | Path, *, top
             if isinstance(item, (str, Path)):
                 img, note = open_image(item, mode, max_pixels or DEFAULT_MAX_PIXELS)
             else:
-                from archlab.data.sources import to_image_mode
+                from archlab.data import to_image_mode
 
                 img, note = to_image_mode(item, mode)
         except ImageFileError as e:

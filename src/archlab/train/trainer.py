@@ -36,7 +36,7 @@ from torch import nn
 from archlab._io import write_atomic
 from archlab._text import fmt_time
 from archlab.data.loader import epoch_seed, make_loader
-from archlab.data.sources import (ImageData, Issues, channel_stats, dataset_splits,
+from archlab.data import (ImageData, Issues, channel_stats, dataset_splits,
                                   load_dataset)
 from archlab.data.split import indices_digest, train_val_split
 from archlab.data.transforms import BatchPipeline, eval_transform, file_transform
