@@ -220,6 +220,55 @@ def _first_tensor(out: Any) -> torch.Tensor | None:
     return None
 
 
+class _LayerRecorder:
+    """Forward hooks that give every module its output shape, parameters, MACs (the flop
+    counter's total before and after it) and receptive field, and add up the activations
+    of the leaves (what a forward pass holds for the backward one)."""
+
+    def __init__(self, model: nn.Module, counter: FlopCounterMode,
+                 table_depth: int | None) -> None:
+        self.counter, self.table_depth = counter, table_depth
+        self.rows: dict[str, LayerRow] = {}
+        self.order: list[str] = []
+        self.act_bytes = 0
+        self._started: dict[str, list[int]] = {}
+        self.handles = [h for n, m in model.named_modules() if n
+                        for h in (m.register_forward_pre_hook(self._pre_hook(n)),
+                                  m.register_forward_hook(self._hook(n)))]
+
+    def _wanted(self, module_name: str, module: nn.Module) -> bool:
+        if self.table_depth is None:
+            return not any(True for _ in module.children())
+        return module_name.count(".") + 1 == self.table_depth
+
+    def _pre_hook(self, module_name: str):
+        def fn(module, _inputs):
+            self._started.setdefault(module_name, []).append(self.counter.get_total_flops())
+        return fn
+
+    def _hook(self, module_name: str):
+        def fn(module, _inputs, output):
+            flops = self.counter.get_total_flops() - self._started[module_name].pop()
+            t = _first_tensor(output)
+            if t is None:
+                return
+            if not any(True for _ in module.children()):
+                self.act_bytes += t.numel() * t.element_size()
+            if not self._wanted(module_name, module) or module_name in self.rows:
+                return
+            f = field_of(t) if t.ndim == 4 else None
+            self.rows[module_name] = LayerRow(
+                module_name, type(module).__name__, tuple(t.shape),
+                sum(p.numel() for p in module.parameters()), flops // 2,
+                f.size if f else None, f.jump if f else None)
+            self.order.append(module_name)
+        return fn
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
 def profile(model: nn.Module | str, img_size: int | tuple[int, int] | None = None,
             in_chans: int | None = None, batch_size: int = 1, device: str = "meta",
             table_depth: int | None = None, **create_kwargs: Any) -> Profile:
@@ -230,8 +279,6 @@ def profile(model: nn.Module | str, img_size: int | tuple[int, int] | None = Non
     Other keywords go to `create_model` (a model's own `depth`, `width`...).
     """
     if isinstance(model, str):
-        from archlab.models.registry import create_model
-
         with torch.device(device):
             model = create_model(model, **({"in_chans": in_chans} if in_chans else {}),
                                  **create_kwargs)
@@ -244,52 +291,11 @@ def profile(model: nn.Module | str, img_size: int | tuple[int, int] | None = Non
     device = next(iter(model.parameters())).device
     was_training = model.training
     model.eval()
-
-    rows: dict[str, LayerRow] = {}
-    order: list[str] = []
-    act_bytes = 0
-
-    def wanted(module_name: str, module: nn.Module) -> bool:
-        if not module_name:
-            return False
-        if table_depth is None:
-            return not any(True for _ in module.children())
-        return module_name.count(".") + 1 == table_depth
-
     counter = FlopCounterMode(display=False)
-    started: dict[str, list[int]] = {}
-
-    def pre_hook(module_name: str):
-        def fn(module, _inputs):
-            started.setdefault(module_name, []).append(counter.get_total_flops())
-        return fn
-
-    def hook(module_name: str):
-        def fn(module, _inputs, output):
-            nonlocal act_bytes
-            flops = counter.get_total_flops() - started[module_name].pop()
-            t = _first_tensor(output)
-            if t is None:
-                return
-            if not any(True for _ in module.children()):
-                act_bytes += t.numel() * t.element_size()
-            if not wanted(module_name, module) or module_name in rows:
-                return
-            f = field_of(t) if t.ndim == 4 else None
-            rows[module_name] = LayerRow(
-                module_name, type(module).__name__, tuple(t.shape),
-                sum(p.numel() for p in module.parameters()), flops // 2,
-                f.size if f else None, f.jump if f else None)
-            order.append(module_name)
-        return fn
-
-    handles = [h for n, m in model.named_modules() if n
-               for h in (m.register_forward_pre_hook(pre_hook(n)),
-                         m.register_forward_hook(hook(n)))]
+    recorder = _LayerRecorder(model, counter, table_depth)
     x = torch.zeros(batch_size, in_chans, *hw, device=device)
     try:
-        with torch.no_grad(), counter, \
-                _FieldTracker(hw) as tracker:
+        with torch.no_grad(), counter, _FieldTracker(hw) as tracker:
             x._archlab_field = Field()
             features = model.forward_features(x) if hasattr(model, "forward_features") else None
             if features is not None:
@@ -298,8 +304,7 @@ def profile(model: nn.Module | str, img_size: int | tuple[int, int] | None = Non
                 out = model(x)
             del tracker
     finally:
-        for h in handles:
-            h.remove()
+        recorder.remove()
         model.train(was_training)
 
     feat = _first_tensor(features) if features is not None else None
@@ -310,12 +315,12 @@ def profile(model: nn.Module | str, img_size: int | tuple[int, int] | None = Non
     return Profile(
         model=name, input_size=(in_chans, *hw), batch_size=batch_size, params=params,
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        macs=int(counter.get_total_flops() // 2), activation_bytes=act_bytes,
+        macs=int(counter.get_total_flops() // 2), activation_bytes=recorder.act_bytes,
         output_shape=tuple(out_t.shape) if out_t is not None else (),
         feature_shape=tuple(feat.shape) if feat is not None else (),
         receptive_field=f.size if f else tuple(float(v) for v in hw),
         feature_stride=f.jump if f else None,
-        layers=[rows[n] for n in order])
+        layers=[recorder.rows[n] for n in recorder.order])
 
 
 # --------------------------------------------------------------------------------------
