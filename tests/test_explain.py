@@ -3,6 +3,7 @@ sanity checks of Adebayo et al. (1810.03292) on networks trained here, and bad i
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import math
 
@@ -12,15 +13,16 @@ import torch
 import torch.nn.functional as F
 
 import archlab
-from archlab.analysis import explain as ex
-from archlab.analysis.explain import ExplainError, InputImage
-from archlab.analysis.explain_inputs import dataset_batches
-from archlab.analysis.explain_units import crop, patch_box
+from archlab.explain import ExplainError, InputImage, dataset_batches
+from archlab.explain.units import crop, patch_box
 from archlab.analysis.profile import Field
 from archlab.data import ImageData, load_dataset
 
 pytest.importorskip("captum")
 pytest.importorskip("matplotlib")
+
+# The package; the top-level name archlab.explain is its function.
+ex = importlib.import_module("archlab.explain")
 
 
 @pytest.fixture(scope="module", autouse=True)

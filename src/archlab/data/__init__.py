@@ -9,3 +9,4 @@ from archlab.data.sources import (  # noqa: F401
     dataset_splits, is_image_name, load_dataset, load_splits, open_image, to_image_mode,
 )
 from archlab.data.split import stratified_split, train_val_split  # noqa: F401
+from archlab.data.transforms import BatchPipeline, eval_transform  # noqa: F401

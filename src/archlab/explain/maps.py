@@ -31,7 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archlab.analysis.explain_inputs import ExplainError, InputImage, Subject
+from archlab.analysis.profile import layer_fields
+from archlab.explain.images import InputImage
+from archlab.explain.subject import ExplainError, Subject
 
 ATTRIBUTION_METHODS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam", "occlusion")
 ATTENTION_METHODS = ("attention", "rollout")
@@ -274,8 +276,6 @@ def _upsample(grid: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 
 
 def _field(subject: Subject, layer: str):
-    from archlab.analysis.profile import layer_fields
-
     cache = subject.cache.setdefault("fields", {})
     if layer not in cache:
         cache[layer] = layer_fields(subject.model, subject.image_size, [layer])[layer]
