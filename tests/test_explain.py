@@ -3,6 +3,7 @@ sanity checks of Adebayo et al. (1810.03292) on networks trained here, and bad i
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import math
 
@@ -12,15 +13,16 @@ import torch
 import torch.nn.functional as F
 
 import archlab
-from archlab.analysis import explain as ex
-from archlab.analysis.explain import ExplainError, InputImage
-from archlab.analysis.explain_inputs import dataset_batches
-from archlab.analysis.explain_units import crop, patch_box
+from archlab.explain import ExplainError, InputImage, dataset_batches
+from archlab.explain.units import crop, patch_box
 from archlab.analysis.profile import Field
 from archlab.data import ImageData, load_dataset
 
 pytest.importorskip("captum")
 pytest.importorskip("matplotlib")
+
+# The package; the top-level name archlab.explain is its function.
+ex = importlib.import_module("archlab.explain")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -528,3 +530,84 @@ def test_explain_returns_arrays_without_writing(fm):
     assert result.filters.images.shape == (6, 5, 5, 1)
     assert [a.method for a in result.attributions] == ["gradcam", "gradcam"]
     assert result.attributions[0].map.shape == (28, 28) and result.errors.count == 10_000
+
+
+# --------------------------------------------------------------------------------------
+# Runs of every kind explain as `archlab eval` evaluates them
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits_runs(tmp_path_factory):
+    """Tiny runs on 256 digits, one epoch or two: a plain LeNet-5 (also the teacher), one
+    fine-tuned from saved weights (a TransferModel with a new head), one distilled from the
+    plain run, and a ResNet-20 trained at 16 then 32 px."""
+    from archlab.models.weights import save_state_dict
+
+    root = tmp_path_factory.mktemp("digits-runs")
+    digits = archlab.load_dataset("digits")
+    digits = digits.subset(torch.arange(256))
+    torch.manual_seed(0)
+    body = archlab.create_model("lenet5", num_classes=10, in_chans=1, small_input=True)
+    save_state_dict(body.state_dict(), root / "lenet5-random.safetensors")
+    recipes = {
+        "plain": ("lenet5", _recipe(epochs=1, image_size=28, small_input=True)),
+        "fine-tuned": ("lenet5", _recipe(epochs=1, image_size=28, small_input=True,
+                                         pretrained=str(root / "lenet5-random.safetensors"),
+                                         fine_tune=True, freeze_epochs=1)),
+        "distilled": ("lenet5", _recipe(epochs=1, image_size=28, small_input=True,
+                                        distill="hard", teacher=str(root / "plain"))),
+        "progressive": ("resnet20", _recipe(epochs=2, image_size=32, small_input=True, progressive={
+            "start_size": 16, "end_size": 32, "stages": 2})),
+    }
+    for name, (model, recipe) in recipes.items():
+        archlab.fit(model, digits, recipe, run_dir=root / name, verbose=False)
+    return root
+
+
+@pytest.mark.parametrize("kind", ["fine-tuned", "distilled", "progressive"])
+def test_every_kind_of_run_explains_as_it_evaluates(digits_runs, kind, tmp_path):
+    from archlab.train import TransferModel, evaluate, load_trained
+
+    run = digits_runs / kind
+    model, info = load_trained(run)
+    subject = ex.load_subject(run)
+    assert type(subject.model) is type(model)
+    assert isinstance(subject.model, TransferModel) == (kind == "fine-tuned")
+    pre = info["preprocess"]
+    assert subject.image_size == pre["image_size"] == (32 if kind == "progressive" else 28)
+    assert subject.classes == info["classes"] and subject.in_chans == pre["in_chans"] == 1
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(subject.model.state_dict()[name], value, rtol=0, atol=0)
+    out = tmp_path / "explain"
+    result = archlab.explain(str(run), methods="filters,gradcam,errors", data="digits",
+                             num_images=2, out_dir=out)
+    reference = evaluate(run, "digits", device="cpu").metrics
+    np.testing.assert_array_equal(result.errors.confusion, np.array(reference.confusion))
+    assert [a.method for a in result.attributions] == ["gradcam", "gradcam"]
+    kinds = [p.kind for p in ex.list_pictures(out)]
+    assert kinds == ["filters", "attribution", "attribution", "confusion", "top_losses"]
+
+
+def test_both_names_of_explain_are_the_function(digits_runs, tmp_path):
+    from archlab.explain import explain
+
+    assert explain is archlab.explain and callable(archlab.explain)
+    model, _ = archlab.load_trained(digits_runs / "plain")
+    result = archlab.explain(model, ["skimage:camera"], methods="saliency")
+    assert result.attributions[0].map.shape == (28, 28)
+    again = explain(model, ["skimage:camera"], methods="saliency")
+    np.testing.assert_allclose(again.attributions[0].map, result.attributions[0].map)
+
+
+def test_the_page_escapes_what_it_is_given_and_fetches_nothing(digits_runs, tmp_path):
+    subject = ex.load_subject(digits_runs / "plain")
+    subject.name = "<script>alert('x')</script>"
+    out = tmp_path / "page"
+    result = ex.explain(subject, methods="filters,errors", data="digits", out_dir=out)
+    page = (out / "index.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "http://" not in page and "https://" not in page and "<link" not in page
+    assert f"accuracy {result.errors.accuracy:.2%} on {result.errors.count:,} images" in page
+    actual, predicted, count = result.errors.most_confused(1)[0]
+    assert f"<tr><td>{actual}</td><td>{predicted}</td><td>{count}</td></tr>" in page

@@ -9,7 +9,7 @@
     result = archlab.fit("resnet20", data, archlab.Recipe(epochs=2), run_dir="runs/r20")
 """
 from archlab._version import __version__
-from archlab.analysis.explain import explain
+from archlab.explain import explain  # loads the package, then archlab.explain is the function
 from archlab.analysis.profile import Profile, profile
 from archlab.data import ImageData, load_dataset
 from archlab.models import ModelCard, create_model, list_families, list_models, model_card

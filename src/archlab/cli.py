@@ -677,7 +677,7 @@ def _parser_explain(sub) -> None:
 def cmd_explain(args) -> int:
     from pathlib import Path
 
-    from archlab.analysis.explain import explain
+    from archlab.explain import explain
 
     channels = None
     if args.channels:

@@ -31,7 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archlab.analysis.explain_inputs import ExplainError, InputImage, Subject
+from archlab.analysis.profile import layer_fields
+from archlab.explain.images import InputImage
+from archlab.explain.subject import ExplainError, Subject
 
 ATTRIBUTION_METHODS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam", "occlusion")
 ATTENTION_METHODS = ("attention", "rollout")
@@ -188,8 +190,6 @@ def attribute(subject: Subject, image: InputImage, method: str = "saliency",
     valid-padded networks such as LeNet), 'resize' stretches the map over the image as
     pytorch-grad-cam does; `batch`: inputs per forward pass (IG, occlusion).
     """
-    from captum import attr as ca
-
     method = canonical_method(method)
     known = ATTRIBUTION_METHODS + ATTENTION_METHODS
     if method not in known:
@@ -203,69 +203,92 @@ def attribute(subject: Subject, image: InputImage, method: str = "saliency",
     predicted = int(probs.argmax())
     t = predicted if target is None else subject.class_index(target)
     forward = class_scores(model)
-    raw: np.ndarray | None = None
     used_layer = None
     x = x.detach().clone().requires_grad_(True)
     hw = tuple(x.shape[-2:])
-
     if method in ATTENTION_METHODS:
-        what = "attention maps" if method == "attention" else "attention rollout"
-        full = maps_full(subject, image.tensor, what)
-        prefix, grid = subject.model.num_prefix_tokens, _grid(subject, image.tensor)
-        pooled = _reads_pooled_patches(subject.model)
-        if method == "attention":
-            raw = class_attention(full, prefix, grid, pooled)
-            cells = raw[-1].mean(0)                  # the last layer, heads averaged
-        else:
-            raw = cells = attention_rollout(full, prefix, grid,
-                                            options.get("head_fusion", "mean"), pooled)
-        result = _upsample(torch.as_tensor(cells), hw)
-    elif method == "saliency":
+        raw, result = _attention(subject, image, method, options, hw)
+    elif method == "gradcam":
+        used_layer = layer or default_cam_layer(subject)
+        raw, result = _gradcam(subject, forward, x, t, used_layer, options, hw)
+    elif method == "occlusion":
+        raw, result = _occlusion(subject, forward, x, t, options)
+    else:
+        raw, result = _gradients(subject, image, method, forward, x, t, options)
+    return Attribution(method, image.name, t, subject.class_name(t), predicted,
+                       subject.class_name(predicted), float(probs[t]),
+                       result.detach().float().cpu().numpy(), image.display, used_layer, raw)
+
+
+def _attention(subject: Subject, image: InputImage, method: str, options: dict[str, Any],
+               hw: tuple[int, int]) -> tuple[np.ndarray, torch.Tensor]:
+    """The class token's attention (the last layer's, heads averaged) or rollout."""
+    what = "attention maps" if method == "attention" else "attention rollout"
+    full = maps_full(subject, image.tensor, what)
+    prefix, grid = subject.model.num_prefix_tokens, _grid(subject, image.tensor)
+    pooled = _reads_pooled_patches(subject.model)
+    if method == "attention":
+        raw = class_attention(full, prefix, grid, pooled)
+        cells = raw[-1].mean(0)                  # the last layer, heads averaged
+    else:
+        raw = cells = attention_rollout(full, prefix, grid,
+                                        options.get("head_fusion", "mean"), pooled)
+    return raw, _upsample(torch.as_tensor(cells), hw)
+
+
+def _gradients(subject: Subject, image: InputImage, method: str, forward, x: torch.Tensor,
+               t: int, options: dict[str, Any]) -> tuple[np.ndarray, torch.Tensor]:
+    """Saliency, SmoothGrad or Integrated Gradients: (per-channel map, (H, W) map)."""
+    from captum import attr as ca
+
+    if method == "saliency":
         a = ca.Saliency(forward).attribute(x, target=t, abs=True)
-        raw = a[0].detach().cpu().numpy()
-        result = a[0].amax(0)
-    elif method == "smoothgrad":
+        return a[0].detach().cpu().numpy(), a[0].amax(0)
+    if method == "smoothgrad":
         spread = float(image.tensor.max() - image.tensor.min())
         noise = float(options.get("noise", 0.15)) * spread
         samples = int(options.get("samples", 25))
         a = ca.NoiseTunnel(ca.Saliency(forward)).attribute(
             x, nt_type="smoothgrad", nt_samples=samples, nt_samples_batch_size=samples,
             stdevs=noise, target=t)
-        raw = a[0].detach().cpu().numpy()
-        result = a[0].amax(0)
-    elif method == "integrated_gradients":
-        a = ca.IntegratedGradients(forward).attribute(
-            x, baselines=_black(subject, x), target=t, n_steps=int(options.get("steps", 50)),
-            internal_batch_size=int(options.get("batch", 25)))
-        raw = a[0].detach().cpu().numpy()
-        result = a[0].sum(0).abs()
-    elif method == "gradcam":
-        used_layer = layer or default_cam_layer(subject)
-        module = get_layer(subject, used_layer)
-        shape = output_shapes(subject, [used_layer])[used_layer]
-        if shape is None or len(shape) != 4:
-            raise ExplainError(
-                f"Grad-CAM needs a layer whose output is a feature map (N, C, H, W); "
-                f"{used_layer!r} outputs {shape or 'no tensor'}. Layers that work: "
-                f"{', '.join(map_layers(subject)) or ', '.join(conv_layers(subject)[-5:])}")
-        cam = ca.LayerGradCam(forward, module).attribute(x, target=t, relu_attributions=True)
-        raw = cam[0, 0].detach().cpu().numpy()
-        if options.get("align", "field") == "field":
-            result = _upsample_to_field(cam[0, 0], _field(subject, used_layer), hw)
-        else:
-            result = _upsample(cam[0, 0], hw)
-    else:  # occlusion
-        side, stride = occlusion_window(subject.image_size)
-        side, stride = int(options.get("window", side)), int(options.get("stride", stride))
-        c = x.shape[1]
-        a = ca.Occlusion(forward).attribute(
-            x.detach(), sliding_window_shapes=(c, side, side), strides=(c, stride, stride),
-            baselines=0.0, target=t, perturbations_per_eval=int(options.get("batch", 32)))
-        raw = a[0].detach().cpu().numpy()
-        result = a[0].mean(0)
-    return Attribution(method, image.name, t, subject.class_name(t), predicted,
-                       subject.class_name(predicted), float(probs[t]),
-                       result.detach().float().cpu().numpy(), image.display, used_layer, raw)
+        return a[0].detach().cpu().numpy(), a[0].amax(0)
+    a = ca.IntegratedGradients(forward).attribute(
+        x, baselines=_black(subject, x), target=t, n_steps=int(options.get("steps", 50)),
+        internal_batch_size=int(options.get("batch", 25)))
+    return a[0].detach().cpu().numpy(), a[0].sum(0).abs()
+
+
+def _gradcam(subject: Subject, forward, x: torch.Tensor, t: int, layer: str,
+             options: dict[str, Any], hw: tuple[int, int]) -> tuple[np.ndarray, torch.Tensor]:
+    """Grad-CAM at `layer`: (the map at the layer's resolution, the map over the image)."""
+    from captum import attr as ca
+
+    module = get_layer(subject, layer)
+    shape = output_shapes(subject, [layer])[layer]
+    if shape is None or len(shape) != 4:
+        raise ExplainError(
+            f"Grad-CAM needs a layer whose output is a feature map (N, C, H, W); "
+            f"{layer!r} outputs {shape or 'no tensor'}. Layers that work: "
+            f"{', '.join(map_layers(subject)) or ', '.join(conv_layers(subject)[-5:])}")
+    cam = ca.LayerGradCam(forward, module).attribute(x, target=t, relu_attributions=True)
+    raw = cam[0, 0].detach().cpu().numpy()
+    if options.get("align", "field") == "field":
+        return raw, _upsample_to_field(cam[0, 0], _field(subject, layer), hw)
+    return raw, _upsample(cam[0, 0], hw)
+
+
+def _occlusion(subject: Subject, forward, x: torch.Tensor, t: int,
+               options: dict[str, Any]) -> tuple[np.ndarray, torch.Tensor]:
+    """The score change under a sliding grey square, averaged over the channels."""
+    from captum import attr as ca
+
+    side, stride = occlusion_window(subject.image_size)
+    side, stride = int(options.get("window", side)), int(options.get("stride", stride))
+    c = x.shape[1]
+    a = ca.Occlusion(forward).attribute(
+        x.detach(), sliding_window_shapes=(c, side, side), strides=(c, stride, stride),
+        baselines=0.0, target=t, perturbations_per_eval=int(options.get("batch", 32)))
+    return a[0].detach().cpu().numpy(), a[0].mean(0)
 
 
 def _upsample(grid: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -274,8 +297,6 @@ def _upsample(grid: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 
 
 def _field(subject: Subject, layer: str):
-    from archlab.analysis.profile import layer_fields
-
     cache = subject.cache.setdefault("fields", {})
     if layer not in cache:
         cache[layer] = layer_fields(subject.model, subject.image_size, [layer])[layer]

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from archlab.analysis.explain_inputs import ExplainError, Subject, dataset_batches, \
-    sample_dataset
-from archlab.analysis.explain_maps import get_layer, map_layers, output_shapes
 from archlab.analysis.profile import Field, layer_fields
+from archlab.explain.datasets import dataset_batches, sample_dataset
+from archlab.explain.maps import get_layer, map_layers, output_shapes
+from archlab.explain.subject import ExplainError, Subject
 
 # The grey that fills the part of a receptive field lying outside the image.
 OUTSIDE = 0.5

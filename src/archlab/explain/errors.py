@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from archlab.analysis.explain_inputs import ExplainError, Subject, dataset_batches, \
-    sample_dataset
-from archlab.analysis.explain_maps import class_scores
+from archlab.explain.datasets import dataset_batches, sample_dataset
+from archlab.explain.maps import class_scores
+from archlab.explain.subject import ExplainError, Subject
 
 
 @dataclass
