@@ -25,7 +25,7 @@ from archlab.data.loader import make_loader
 from archlab.data.transforms import Augment, BatchPipeline
 from archlab.train import Recipe, TrainingInterrupted, fit
 from archlab.train import checkpoint as ckpt
-from archlab.train.trainer import Trainer
+from archlab.train import Trainer
 
 LENET = ["--model", "lenet5", "--data", "digits", "--epochs", "2", "--batch-size", "64",
          "--lr", "0.05", "--threads", "1", "--set", "model_kwargs={drop_rate: 0.0}",

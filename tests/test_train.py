@@ -27,7 +27,8 @@ from archlab.train import Recipe, TrainingDiverged, TrainingInterrupted, evaluat
 from archlab.train import checkpoint as ckpt
 from archlab.train.losses import classification_loss
 from archlab.train.schedules import Schedule, one_cycle, step_decay, warmup_cosine
-from archlab.train.trainer import ModelEMA, build_optimizer, param_groups
+from archlab.train.ema import ModelEMA
+from archlab.train.optim import build_optimizer, param_groups
 from conftest import TINY, StopAt
 
 TINY_FLAG = "model_kwargs={layers: [1,1,1], widths: [8,16,32], stem_width: 8}"
