@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from archlab.data import (BatchPipeline, ImageData, Issues, channel_stats, eval_transform,
+from archlab.data import (BatchPipeline, ImageData, Issues, channel_stats,
                           file_transform, indices_digest, load_dataset, load_splits,
                           make_loader, train_val_split)
 from archlab.models import create_model
