@@ -10,7 +10,7 @@ from archlab import create_model
 from archlab.cli import main
 from archlab.train import Recipe, fit
 from archlab.train.deepen import deepen
-from archlab.train.trainer import Trainer
+from archlab.train import Trainer
 
 NARROW = {"widths": [8, 16, 32], "stem_width": 8}
 

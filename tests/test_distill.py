@@ -16,7 +16,8 @@ from archlab.train import Recipe, fit
 from archlab.train.distill import (Distiller, distillation_loss, hard_distillation_loss,
                                    soft_distillation_loss)
 from archlab.train.losses import classification_loss
-from archlab.train.trainer import Trainer, run_eval
+from archlab.train import Trainer
+from archlab.train.eval_loop import run_eval
 from conftest import TINY
 
 

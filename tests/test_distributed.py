@@ -25,7 +25,7 @@ from archlab.data.loader import make_loader
 from archlab.data.transforms import Augment, BatchPipeline
 from archlab.train import Recipe, TrainingInterrupted, fit
 from archlab.train import checkpoint as ckpt
-from archlab.train.trainer import Trainer
+from archlab.train import Trainer
 
 LENET = ["--model", "lenet5", "--data", "digits", "--epochs", "2", "--batch-size", "64",
          "--lr", "0.05", "--threads", "1", "--set", "model_kwargs={drop_rate: 0.0}",
@@ -187,3 +187,13 @@ def test_a_run_resumes_on_two_processes(single_run, tmp_path):
     done = torchrun(["--resume", str(run_dir), "--no-progress"], tmp_path)
     assert "resuming" in done.stdout
     assert_close_weights(ckpt.read_model(run_dir)[0], ckpt.read_model(single_run)[0])
+
+
+def test_a_global_batch_that_does_not_divide_is_refused(monkeypatch):
+    from archlab.train import distributed
+
+    three = distributed.DistContext(0, 3, 0, "gloo", torch.device("cpu"))
+    monkeypatch.setattr(distributed, "setup", lambda device="auto": three)
+    with pytest.raises(ValueError, match=r"batch_size 50 is the global batch and must divide "
+                                         r"among 3 processes: use a multiple of 3, e\.g\. 48"):
+        Trainer("lenet5", "digits", RECIPE.replace(batch_size=50), verbose=False)

@@ -16,8 +16,8 @@ from archlab.models.registry import list_families, list_models, model_card
 from archlab.train import Recipe, TrainingInterrupted, fit
 from archlab.train import checkpoint as ckpt
 from archlab.train import finetune
-from archlab.train.evaluate import load_trained
-from archlab.train.trainer import Trainer
+from archlab.train import load_trained
+from archlab.train import Trainer
 from conftest import TINY, StopAt
 
 
@@ -128,8 +128,9 @@ def test_optimizer_groups_carry_the_spread(digits):
     trainer = Trainer(tiny_body(), digits, r, verbose=False)
     frozen = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
     assert frozen == {id(p) for p in trainer.model.parameters() if p.requires_grad}
-    trainer._enter_phase(1)
-    spread = finetune.group_lrs(trainer.model, trainer.phase)
+    plugin = trainer.plugin(finetune.FineTune)
+    plugin.enter(trainer, 1)
+    spread = finetune.group_lrs(trainer.model, plugin.phase)
     step = 1 * trainer.steps_per_epoch + 3
     top = trainer.schedule.apply(trainer.optimizer, step)
     # The one-cycle of phase 2 restarted at its own step 3, with its top rate 1e-4.

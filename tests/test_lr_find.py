@@ -11,7 +11,7 @@ import torch
 from archlab.cli import main
 from archlab.train import Recipe, fit
 from archlab.train.lr_find import lr_find, lr_find_trainer, sweep_lrs, valley
-from archlab.train.trainer import Trainer
+from archlab.train import Trainer
 from conftest import TINY
 
 

@@ -12,8 +12,8 @@ from archlab.cli import main
 from archlab.models.vit import resize_pos_embedding
 from archlab.train import Recipe, TrainingInterrupted, fit
 from archlab.train import checkpoint as ckpt
-from archlab.train.progressive import (ProgressivePlan, fine_tune_at_resolution,
-                                       model_at_resolution, parse_cli)
+from archlab.train import fine_tune_at_resolution
+from archlab.train.progressive import ProgressivePlan, model_at_resolution, parse_cli
 from conftest import TINY, StopAt
 
 VIT = {"img_size": 16, "depth": 1, "embed_dim": 16, "num_heads": 2}

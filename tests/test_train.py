@@ -27,7 +27,8 @@ from archlab.train import Recipe, TrainingDiverged, TrainingInterrupted, evaluat
 from archlab.train import checkpoint as ckpt
 from archlab.train.losses import classification_loss
 from archlab.train.schedules import Schedule, one_cycle, step_decay, warmup_cosine
-from archlab.train.trainer import ModelEMA, build_optimizer, param_groups
+from archlab.train.ema import ModelEMA
+from archlab.train.optim import build_optimizer, param_groups
 from conftest import TINY, StopAt
 
 TINY_FLAG = "model_kwargs={layers: [1,1,1], widths: [8,16,32], stem_width: 8}"
@@ -436,3 +437,127 @@ def test_cli_train_eval_predict(tmp_path, capsys):
     assert len(preds[0]["top"]) == 3 and preds[0]["file"] == str(digit)
     assert main(["predict", str(run), str(digit)]) == 0
     assert "seven.png" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------
+# Plugins, the stem, the progress bar
+# --------------------------------------------------------------------------------------
+
+
+class Recorder:
+    """A plugin that records its hooks, trains on the plain loss times one, and keeps a
+    counter in the checkpoint."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.resumed_with = None
+
+    def on_model(self, trainer, net):
+        self.calls.append("on_model")
+        return net
+
+    def on_setup(self, trainer):
+        self.calls.append("on_setup")
+        self.steps_per_epoch = trainer.steps_per_epoch
+
+    def on_fit_start(self, trainer):
+        self.calls.append("on_fit_start")
+
+    def on_epoch_start(self, trainer, epoch):
+        self.calls.append(f"on_epoch_start {epoch}")
+
+    def loss(self, trainer, output, target, x):
+        self.calls.append("loss")
+        loss, logits = classification_loss(output, target, trainer.model,
+                                           trainer.recipe.label_smoothing)
+        return loss * 1.0, logits
+
+    def on_step_end(self, trainer):
+        self.calls.append("on_step_end")
+
+    def on_train_epoch_end(self, trainer):
+        self.calls.append(f"on_train_epoch_end {trainer.epoch}")
+
+    def on_epoch_end(self, trainer, row):
+        self.calls.append(f"on_epoch_end {row['epoch']}")
+
+    def checkpoint_tensors(self, trainer):
+        return {"recorder.steps": torch.tensor([trainer.step])}
+
+    def on_resume(self, trainer, state, tensors):
+        self.resumed_with = int(tensors["recorder.steps"][0])
+
+
+def test_a_plugin_sees_its_hooks_in_order_and_keeps_its_state(tmp_path, digits):
+    r = tiny_recipe(epochs=2, val_fraction=0.5)
+    rec = Recorder()
+    with pytest.raises(TrainingInterrupted):
+        fit("resnet20", digits, r, run_dir=tmp_path / "run", verbose=False, plugins=[rec],
+            callbacks=[StopAt(16)])
+    per_epoch = rec.steps_per_epoch
+    assert per_epoch < 14
+    step = ["loss", "on_step_end"]
+    assert rec.calls == (["on_model", "on_setup", "on_fit_start", "on_epoch_start 0"]
+                         + step * per_epoch + ["on_train_epoch_end 1", "on_epoch_end 1",
+                                                "on_epoch_start 1"] + step * (16 - per_epoch))
+    again = Recorder()
+    result = fit(None, digits, None, run_dir=tmp_path / "run", resume=True, verbose=False,
+                 plugins=[again])
+    assert again.resumed_with == 16 and len(result.history) == 2
+    assert again.calls[:4] == ["on_model", "on_setup", "on_fit_start", "on_epoch_start 1"]
+
+
+def test_pretrained_weights_keep_their_stem_at_small_sizes(tmp_path, digits):
+    from archlab import create_model, save_state_dict
+    from archlab.train import Trainer
+
+    path = tmp_path / "random.safetensors"
+    save_state_dict(create_model("resnet18", num_classes=10, in_chans=1).state_dict(), path)
+    trainer = Trainer("resnet18", digits, Recipe(pretrained=str(path), image_size=32,
+                                                 epochs=1, threads=1, progress=False),
+                      run_dir=tmp_path / "run")
+    assert trainer.model_kwargs["small_input"] is False
+    assert trainer.info()["stem"].startswith("standard stem, as the pretrained weights")
+    assert trainer.model.conv1.stride == (2, 2)         # ImageNet's stem, not CIFAR's
+    trainer.run()
+    head = (tmp_path / "run" / "run.log").read_text().splitlines()[:3]
+    assert any("standard stem, as the pretrained weights were trained" in l for l in head)
+    assert ckpt.read_model(tmp_path / "run")[1]["model_kwargs"]["small_input"] is False
+    # Set explicitly, the small-input stem is used with pretrained weights too.
+    small = Trainer("resnet18", digits, Recipe(pretrained=None, small_input=True,
+                                               image_size=32, threads=1), verbose=False)
+    assert small.model_kwargs["small_input"] is True and "small_input set" in small.stem
+
+
+def test_small_images_without_weights_get_the_small_input_stem(digits):
+    from archlab.train import Trainer
+
+    trainer = Trainer("resnet18", digits, Recipe(image_size=28, threads=1), verbose=False)
+    assert trainer.model_kwargs["small_input"] is True
+    assert trainer.stem == "small-input stem (images of 28 px, 64 or less)"
+    assert trainer.model.conv1.stride == (1, 1)
+
+
+def test_progress_bar_writes_lines_to_a_file_and_nothing_when_off():
+    import io
+
+    from archlab.train.progress import ProgressBar
+
+    out = io.StringIO()
+    bar = ProgressBar(4, "epoch 1/1", file=out, log_every=0.0)
+    for _ in range(4):
+        bar.update(1, 64, lambda: "loss 0.5")
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 4 and "\r" not in out.getvalue()
+    assert lines[-1].startswith("epoch 1/1: 100%") and "4/4" in lines[-1]
+    assert "img/s loss 0.5" in lines[-1]
+    quiet = io.StringIO()
+    bar = ProgressBar(4, "x", file=quiet, enabled=False)
+    bar.update(4, 10)
+    bar.close()
+    assert quiet.getvalue() == "" and bar.count == 4
+    slow = io.StringIO()
+    bar = ProgressBar(4, "x", file=slow, log_every=30.0)
+    bar.update(1, 10)
+    assert slow.getvalue() == ""            # a log's first line comes after log_every

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from archlab._io import write_atomic
-from archlab.models.weights import CheckpointError, read_state_dict, save_state_dict
+from archlab.models import CheckpointError, read_state_dict, save_state_dict
+from archlab.train.losses import unwrap
 
 FORMAT = "archlab-checkpoint/1"
 STATE_FILE = "checkpoint.json"
@@ -201,3 +202,53 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[s
     except ValueError:
         raise CheckpointError(f"{path}: its metadata is corrupt") from None
     return weights, info
+
+
+# --------------------------------------------------------------------------------------
+# A trainer's state: what its checkpoint holds and how a resume puts it back
+# --------------------------------------------------------------------------------------
+
+
+def trainer_state(t) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(JSON state, tensors beside the weights) of a trainer: the optimizer, the plugins'
+    tensors (an EMA), the counters, the split, the RNG states and the metrics so far."""
+    tensors, opt_meta = split_optimizer_state(t.optimizer.state_dict())
+    for plugin in (*t.plugins, *t.callbacks):
+        if hasattr(plugin, "checkpoint_tensors"):
+            tensors.update(plugin.checkpoint_tensors(t))
+    state = {
+        "epoch": t.epoch, "step": t.step, "batch_in_epoch": t.batch_in_epoch,
+        "total_steps": t.total_steps, "train_time": t.train_time,
+        "model": {"name": t.model_name, "kwargs": t.model_kwargs},
+        "classes": t.data.classes, "preprocess": t.preprocess.as_dict(),
+        "recipe": t.recipe.to_dict(), "data": t.split_info,
+        "optimizer": opt_meta,
+        "schedule": {"kind": t.schedule.kind, "total": t.schedule.total, "step": t.step},
+        "rng": {**rng_states(), "augment": t.train_loader.rng_state()},
+        "partial_epoch": t._partial, "history": t.history, "best": t.best,
+        "issues": t.issues.as_dict(), "torch": torch.__version__,
+    }
+    return state, tensors
+
+
+def save_trainer(t) -> Path:
+    state, tensors = trainer_state(t)
+    return save_checkpoint(t.run_dir, state, unwrap(t.model).state_dict(), tensors)
+
+
+def restore_trainer(t, weights: dict[str, torch.Tensor], train: dict[str, torch.Tensor]) -> None:
+    """Put a trainer back where its checkpoint left it: weights, then the plugins (the
+    optimizer of fine-tuning's phase, the EMA), then the optimizer state and counters."""
+    s = t.resume_state
+    t.model.load_state_dict(weights)
+    t.notify("on_resume", s, train)
+    t.optimizer.load_state_dict(join_optimizer_state(train, s["optimizer"]))
+    t.epoch, t.step = s["epoch"], s["step"]
+    t.batch_in_epoch = s["batch_in_epoch"]
+    t.train_time = s["train_time"]
+    t.history, t.best = s["history"], s["best"]
+    t._partial = s.get("partial_epoch")
+    t.resume_rng = s["rng"]
+    where = (f"epoch {t.epoch + 1}, batch {t.batch_in_epoch}" if t.batch_in_epoch
+             else f"the end of epoch {t.epoch}")
+    t.log(f"resuming {t.run_dir} at {where} (step {t.step} of {t.total_steps})")

@@ -39,8 +39,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from archlab.models.registry import create_model
+from archlab.models import create_model
 from archlab.train.losses import unwrap
+from archlab.train.plugin import Plugin
 
 RULES = ("auto", "all", "vgg")
 VGG_FIRST_CONVS = 4          # "the first four convolutional layers" of net A
@@ -193,3 +194,17 @@ def deepen(shallow: nn.Module | str | Path | dict, deeper: nn.Module | str, *,
         for key, value in new_state.items():
             dst_state[key].copy_(value.to(dst_state[key].device, dst_state[key].dtype))
     return target, report
+
+
+class Deepen(Plugin):
+    """The trainer's plugin for `init_from`: a fresh run (not a resumed one, whose
+    checkpoint holds the weights) starts from the trained shallower net."""
+
+    def __init__(self, source: str | Path) -> None:
+        self.source = source
+
+    def on_model(self, trainer, net: nn.Module) -> nn.Module:
+        if trainer.resume_state is None:
+            for line in deepen(self.source, net)[1].summary():
+                trainer.log(line)
+        return net

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archlab.train.losses import classification_loss, split_output, unwrap
+from archlab.train.plugin import Plugin
 
 KINDS = ("soft", "hard")
 
@@ -108,7 +109,7 @@ def load_teacher(teacher: nn.Module | str | Path, *, num_classes: int | None = N
                              f"the student learns {list(classes)}: distil from a teacher "
                              "trained on the same classes")
         return freeze_teacher(model), info.get("preprocess")
-    from archlab.models.registry import create_model, list_models
+    from archlab.models import create_model, list_models
 
     if str(teacher) not in list_models():
         raise ValueError(f"teacher {str(teacher)!r} is neither a file or run directory nor a "
@@ -189,3 +190,20 @@ def for_trainer(trainer, teacher: nn.Module | str | Path | None) -> Distiller:
                     "normalisation assumed)")
     return Distiller(module, r.distill, r.distill_alpha, r.distill_tau,
                      trainer.preprocess.as_dict(), pre, trainer.amp)
+
+
+class Distill(Plugin):
+    """The trainer's plugin: loads the teacher at setup, and gives the distillation loss
+    on the very batch the student saw."""
+
+    def __init__(self, teacher: nn.Module | str | Path | None = None) -> None:
+        self.teacher = teacher
+        self.distiller: Distiller | None = None
+
+    def on_setup(self, trainer) -> None:
+        self.distiller = for_trainer(trainer, self.teacher)
+
+    def loss(self, trainer, output, target: torch.Tensor, x: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.distiller.loss(output, target, x, trainer.model,
+                                   trainer.recipe.label_smoothing)

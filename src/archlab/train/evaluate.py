@@ -13,19 +13,19 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from archlab.data.loader import make_loader
-from archlab.data import (ImageData, ImageFileError, Issues, is_image_name,
-                                  dataset_splits, load_dataset, open_image)
-from archlab.data.transforms import BatchPipeline, eval_transform
-from archlab.models.weights import CheckpointError
+from archlab.data import (DEFAULT_MAX_PIXELS, BatchPipeline, ImageData, ImageFileError,
+                          Issues, dataset_splits, eval_transform, is_image_name, load_dataset,
+                          make_loader, open_image, to_image_mode)
+from archlab.models import CheckpointError
 from archlab.train import finetune
 from archlab.train.checkpoint import read_model
+from archlab.train.device import auto_amp, resolve_device
+from archlab.train.eval_loop import eval_pass, run_eval
 from archlab.train.losses import split_output
-from archlab.train.metrics import Meter, Metrics
+from archlab.train.metrics import Metrics
 from archlab.train.progress import ProgressBar
-from archlab.train.trainer import resolve_device, run_eval
 from archlab.train.tta import (DEFAULT_CROP_PCT, enlarged_side, parse_tta, run_eval_tta,
-                               tta_views)
+                               view_probs)
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu"
@@ -101,7 +101,7 @@ def evaluate(model: nn.Module | str | Path, data: ImageData | str, *, split: str
                                                            else 1.0)
     loader = make_loader(data, batch_size, pipeline, transform=transform, device=dev,
                          shuffle=False, drop_last=False, workers=workers, strict=strict)
-    amp = dev.type == "cuda" if amp is None else amp
+    amp = auto_amp(dev, amp)
     bar = ProgressBar(len(loader), "eval" if spec is None else f"eval, TTA {spec}",
                       enabled=progress)
     if spec is None:
@@ -120,7 +120,6 @@ def evaluate(model: nn.Module | str | Path, data: ImageData | str, *, split: str
                       spec.count(data.hflip) if spec is not None else 1)
 
 
-@torch.no_grad()
 def evaluate_tta(model: torch.nn.Module, preprocess: dict[str, Any], data, views: list[str],
                  device: torch.device, batch_size: int = 256, amp: bool = False,
                  workers: int | None = None):
@@ -131,33 +130,14 @@ def evaluate_tta(model: torch.nn.Module, preprocess: dict[str, Any], data, views
     transform = None if data.in_memory else eval_transform(size, preprocess.get("crop_pct", 0.875))
     loader = make_loader(data, batch_size, pipeline, transform=transform, device=device,
                          shuffle=False, drop_last=False, workers=workers)
-    k = data.num_classes
-    plain, tta = Meter(k, device), (Meter(k, device) if views else None)
-    was_training = model.training
-    model.eval()
-
-    def logits_of(x):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            return split_output(model(x))[0].float()
-
     spec = parse_tta(views)
-    try:
-        for x, _y, labels in loader:
-            if tta is None:
-                logits = logits_of(x)
-            else:
-                # The plain view comes first when it is a view (not for crops alone).
-                per_view = [logits_of(v) for v in tta_views(x, spec, data.hflip, size=size)]
-                logits = per_view[0] if spec.plain else logits_of(x)
-                log_p = torch.stack([v.softmax(1) for v in per_view]).mean(0).clamp_min(
-                    1e-12).log()
-                tta.update(log_p, labels, torch.nn.functional.nll_loss(
-                    log_p, labels, reduction="sum"))
-            plain.update(logits, labels, torch.nn.functional.cross_entropy(
-                logits, labels, reduction="sum"))
-    finally:
-        model.train(was_training)
-    return plain.result(data.classes), (tta.result(data.classes) if tta is not None else None)
+
+    def probs_of(x: torch.Tensor):
+        # aug:N views draw from seed 0 again for every batch (what the study measured).
+        return view_probs(model, x, spec, data.hflip, amp=amp, size=size)
+
+    return eval_pass(model, loader, data.num_classes, data.classes, device, amp,
+                     probs_of=probs_of if views else None)
 
 
 def _expand(images: Iterable) -> list:
@@ -182,8 +162,6 @@ def predict(model: nn.Module | str | Path, images: Sequence | str | Path, *, top
     Returns one dict per image: {"file", "top": [{"class", "index", "prob"}, ...]} or, for
     a file that cannot be decoded, {"file", "error"} (the others are still classified).
     """
-    from archlab.data import DEFAULT_MAX_PIXELS
-
     dev = resolve_device(device)
     model, info = _resolve_model(model, dev, preprocess)
     pre = info["preprocess"]
@@ -219,8 +197,6 @@ def predict(model: nn.Module | str | Path, images: Sequence | str | Path, *, top
             if isinstance(item, (str, Path)):
                 img, note = open_image(item, mode, max_pixels or DEFAULT_MAX_PIXELS)
             else:
-                from archlab.data import to_image_mode
-
                 img, note = to_image_mode(item, mode)
         except ImageFileError as e:
             results[i]["error"] = e.reason

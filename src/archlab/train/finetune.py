@@ -24,13 +24,15 @@ optimizer is rebuilt at the boundary, and a checkpoint written in either phase r
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from archlab.models.layers import ImageClassifier
+from archlab.models import ImageClassifier, create_model
 from archlab.train.losses import unwrap
+from archlab.train.optim import build_optimizer
+from archlab.train.plugin import Plugin
 from archlab.train.schedules import Schedule
 
 HEADS = ("concat", "linear")
@@ -355,41 +357,51 @@ def describe(model: nn.Module, recipe) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------
-# The one call
+# The trainer's plugin
 # --------------------------------------------------------------------------------------
 
 
-def fine_tune(model: nn.Module | str, data, epochs: int = 1, base_lr: float = 2e-3,
-              freeze_epochs: int = 1, recipe=None, *, head: str = "concat",
-              unfrozen_lr: Sequence[float] | None = None, frozen_bn: str = "train",
-              **fit_kwargs: Any):
-    """Fine-tune a pretrained `model` on `data` in two phases, fastai's `fine_tune`:
-    `freeze_epochs` on a new head with the body frozen at `base_lr`, then `epochs`
-    unfrozen with learning rates spread over the layer groups (`unfrozen_lr`=(lo, hi);
-    default (base_lr / 200, base_lr / 2)).
+class FineTune(Plugin):
+    """Fine-tuning in the trainer: the new head at setup, the phase's freezing and
+    optimizer (one pair of groups per layer group, its rate as `lr_scale` of the top rate),
+    the switch to phase 2 at its first epoch, and the phase again on resume."""
 
-    `model` is a module (pretrained weights loaded) or a registered name, whose weights
-    then come from `recipe.pretrained`. The recipe (default: AdamW, as fastai) supplies the
-    rest; `fit_kwargs` go to `fit` (run_dir, resume, test_data, ...). Returns the FitResult.
-    """
-    from archlab.train.recipe import Recipe
-    from archlab.train.trainer import fit
+    def __init__(self) -> None:
+        self.phase: Phase | None = None
 
-    if recipe is None:
-        recipe = Recipe(optimizer="adamw")
-    elif isinstance(recipe, str):
-        recipe = Recipe.load(recipe)
-    recipe = recipe.replace(fine_tune=True, epochs=epochs, lr=base_lr,
-                            freeze_epochs=freeze_epochs, head=head, frozen_bn=frozen_bn,
-                            unfrozen_lr=list(unfrozen_lr) if unfrozen_lr else None)
-    return fit(model, data, recipe, **fit_kwargs)
+    def on_model(self, trainer, net: nn.Module) -> nn.Module:
+        # Cut at forward_features, under a new head for the data's classes.
+        return prepare(net, trainer.data.num_classes, trainer.recipe.head)
+
+    def on_setup(self, trainer) -> None:
+        trainer.schedule = PhasedSchedule(trainer.recipe, trainer.steps_per_epoch)
+        self.enter(trainer, 0)
+
+    def enter(self, trainer, epoch: int) -> None:
+        """Freeze or unfreeze for the phase of `epoch` and build its optimizer."""
+        self.phase, groups = enter_phase(trainer.model, trainer.recipe, epoch)
+        top = self.phase.lrs[1]
+        trainer.optimizer = build_optimizer(trainer.model, trainer.recipe,
+                                            [(g, rate / top) for _, g, rate in groups])
+        trainer.params = [p for p in trainer.model.parameters() if p.requires_grad]
+        trainer.log(f"fine-tuning, phase {self.phase.name} from epoch {epoch + 1}: "
+                    f"{sum(p.numel() for p in trainer.params):,} trainable parameters")
+
+    def on_train_epoch_end(self, trainer) -> None:
+        r = trainer.recipe
+        if trainer.epoch < r.total_epochs and \
+                phase_at(r, trainer.epoch).name != self.phase.name:
+            # Phase 2 starts: unfreeze, and a new optimizer with the spread rates; the
+            # checkpoint that follows holds it, so a resumed run continues in phase 2.
+            self.enter(trainer, trainer.epoch)
+
+    def on_resume(self, trainer, state: dict[str, Any], tensors) -> None:
+        self.enter(trainer, state["epoch"])  # the optimizer of the checkpoint's phase
 
 
 def rebuild(info: dict[str, Any]) -> nn.Module:
     """The untrained network a run's `info` describes, with its transfer head when the run
     fine-tuned (what `load_trained` needs before loading a fine-tuned run's weights)."""
-    from archlab.models.registry import create_model
-
     model = create_model(info["model"], **info["model_kwargs"])
     recipe = info.get("recipe") or {}
     if recipe.get("fine_tune"):

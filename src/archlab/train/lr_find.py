@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from archlab.train.losses import classification_loss, unwrap
+from archlab.train.losses import unwrap
+from archlab.train.trainer import Trainer
 
 SUGGESTIONS = ("valley", "steep", "minimum")
 
@@ -151,12 +152,7 @@ def lr_find_trainer(trainer, start_lr: float = 1e-7, end_lr: float = 10.0, num_i
                     group["lr"] = lr * group.get("lr_scale", 1.0)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=trainer.amp):
                     output = model(x)
-                if trainer.distiller is not None:
-                    loss, _ = trainer.distiller.loss(output, y, x, trainer.model,
-                                                     trainer.recipe.label_smoothing)
-                else:
-                    loss, _ = classification_loss(output, y, trainer.model,
-                                                  trainer.recipe.label_smoothing)
+                loss, _ = trainer.loss(output, y, x)   # a plugin's (distillation) or CE
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -203,7 +199,5 @@ def lr_find(model, data, recipe=None, *, start_lr: float = 1e-7, end_lr: float =
     the weights it came with) on `data` under `recipe` (its optimizer, batch size,
     augmentation, loss). Returns the sweep and the suggested rate ('valley' by default);
     `plot` saves loss against lr as a PNG."""
-    from archlab.train.trainer import Trainer
-
     trainer = Trainer(model, data, recipe, run_dir=None, verbose=verbose, **trainer_kwargs)
     return lr_find_trainer(trainer, start_lr, end_lr, num_it, beta, stop_div, suggest, plot)

@@ -1,29 +1,34 @@
-"""A one-line progress bar with rate and ETA, redrawn at most five times a second.
+"""A progress bar with rate and ETA (tqdm draws it).
 
-On a terminal it redraws in place; into a file or a pipe it writes a plain line every
-`log_every` seconds, so that a log stays readable.
+On a terminal tqdm redraws it in place, at most five times a second; into a file or a pipe,
+where carriage returns would pile up, a plain line is written every `log_every` seconds (in
+tqdm's format), so that a log stays readable. Disabled, it only counts.
 """
 from __future__ import annotations
 
 import sys
 import time
 
-from archlab._text import fmt_time
+from tqdm import tqdm
+
+REDRAW = 0.2          # seconds between two redraws on a terminal
 
 
 class ProgressBar:
     def __init__(self, total: int, desc: str = "", unit: str = "img", enabled: bool = True,
-                 file=None, width: int = 24, log_every: float = 30.0) -> None:
+                 file=None, log_every: float = 30.0, start: int = 0) -> None:
         self.total, self.desc, self.unit = total, desc, unit
         self.file = file or sys.stderr
-        self.enabled, self.width, self.log_every = enabled, width, log_every
+        self.enabled, self.log_every = enabled, log_every
         self.tty = enabled and hasattr(self.file, "isatty") and self.file.isatty()
         self.start = time.perf_counter()
-        # A terminal shows the bar at once; a log gets its first line after log_every.
-        self.last_draw = 0.0 if self.tty else self.start
-        self.count = 0          # steps
+        self.last_draw = self.start
+        self.count = start      # steps
         self.items = 0          # images
         self.postfix = ""
+        self._bar = (tqdm(total=total, desc=desc, initial=start, unit="step", file=self.file,
+                          mininterval=REDRAW, leave=False, dynamic_ncols=True)
+                     if self.tty else None)
 
     def update(self, steps: int = 1, items: int = 0, postfix=None) -> None:
         """Count `steps` and `items`; `postfix` is a string, or a callable called only when
@@ -33,32 +38,31 @@ class ProgressBar:
         if not self.enabled:
             return
         now = time.perf_counter()
-        interval = 0.2 if self.tty else self.log_every
-        if now - self.last_draw >= interval or self.count >= self.total:
+        due = now - self.last_draw >= (REDRAW if self.tty else self.log_every)
+        if due or self.count >= self.total:
+            self.last_draw = now
             if postfix is not None:
                 self.postfix = postfix() if callable(postfix) else postfix
-            self.last_draw = now
-            self._draw(now)
+            if self._bar is None:
+                self.file.write(self.line(now) + "\n")
+                self.file.flush()
+            else:
+                self._bar.set_postfix_str(self._postfix(now), refresh=False)
+        if self._bar is not None:
+            self._bar.update(steps)
+
+    def _postfix(self, now: float) -> str:
+        elapsed = now - self.start
+        rate = self.items / elapsed if elapsed > 0 else 0.0
+        return f"{rate:,.0f} {self.unit}/s {self.postfix}".rstrip()
 
     def line(self, now: float | None = None) -> str:
-        elapsed = (now or time.perf_counter()) - self.start
-        frac = self.count / self.total if self.total else 1.0
-        filled = int(frac * self.width)
-        bar = "#" * filled + "." * (self.width - filled)
-        rate = self.items / elapsed if elapsed > 0 else 0.0
-        eta = elapsed * (1 - frac) / frac if frac > 0 else 0.0
-        return (f"{self.desc} [{bar}] {self.count}/{self.total} {rate:,.0f} {self.unit}/s "
-                f"{fmt_time(elapsed)}<{fmt_time(eta)} {self.postfix}").rstrip()
-
-    def _draw(self, now: float) -> None:
-        text = self.line(now)
-        if self.tty:
-            self.file.write("\r\033[K" + text)
-        else:
-            self.file.write(text + "\n")
-        self.file.flush()
+        """The bar as one plain line: count, elapsed<remaining, rates, postfix."""
+        now = now or time.perf_counter()
+        return tqdm.format_meter(self.count, self.total, now - self.start, ascii=True,
+                                 ncols=100, prefix=self.desc, unit="step",
+                                 postfix=self._postfix(now))
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            self.file.write("\r\033[K")
-            self.file.flush()
+        if self._bar is not None:
+            self._bar.close()

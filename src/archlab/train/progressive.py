@@ -22,17 +22,20 @@ the run's size and the device resizes, and RandAugment's magnitude (applied in t
 does not follow the plan. Validation and the saved preprocessing use the run's image size.
 The settings are a function of the epoch alone, so a resumed run picks them up.
 
-`fine_tune_at_resolution(run, data, image_size)` continues a trained run at a larger size:
+`fine_tune_at_resolution(run, data, image_size)` (train/entry.py) continues a trained run at a larger size:
 a transformer is rebuilt for the new grid with its position embeddings resized once,
 bicubically (class and distillation tokens kept), and then learned at the new size.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from torch import nn
+
+from archlab.models import create_model, load_state_dict
+from archlab.train.losses import unwrap
+from archlab.train.plugin import Plugin
 
 _SCHEDULED = ("randaugment_m", "dropout", "mixup")
 
@@ -121,11 +124,8 @@ def head_dropouts(model: nn.Module) -> list[nn.Dropout]:
     return out
 
 
-def apply(trainer, epoch: int) -> dict[str, Any]:
+def apply(trainer, plan: ProgressivePlan, epoch: int) -> dict[str, Any]:
     """Set the trainer's batch pipeline (size, augmentation) and head dropout for `epoch`."""
-    from archlab.train.losses import unwrap
-
-    plan: ProgressivePlan = trainer.progressive
     s = plan.settings(epoch, trainer.recipe.total_epochs, trainer.image_size)
     size = max(s["image_size"], getattr(unwrap(trainer.model), "min_input_size", 1))
     pipeline = trainer.train_pipeline
@@ -143,6 +143,20 @@ def apply(trainer, epoch: int) -> dict[str, Any]:
     return s
 
 
+class Progressive(Plugin):
+    """The trainer's plugin: logs the plan, and sets every epoch's size and regularisation
+    before its first batch (a function of the epoch alone, so a resumed run agrees)."""
+
+    def __init__(self, plan: ProgressivePlan) -> None:
+        self.plan = plan
+
+    def on_setup(self, trainer) -> None:
+        trainer.log(describe(self.plan, trainer.recipe.total_epochs, trainer.image_size))
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        apply(trainer, self.plan, epoch)
+
+
 # --------------------------------------------------------------------------------------
 # FixRes / DeiT-384: continue a trained run at a larger image size
 # --------------------------------------------------------------------------------------
@@ -152,9 +166,6 @@ def model_at_resolution(name: str, model_kwargs: dict[str, Any], weights: dict, 
                         ) -> tuple[nn.Module, dict[str, Any]]:
     """(model, kwargs) of registered `name` loaded with `weights`; a transformer is built
     for `image_size` and its position embeddings resized to the new patch grid."""
-    from archlab.models.weights import load_state_dict
-    from archlab.models.registry import create_model
-
     kwargs = dict(model_kwargs)
     model = create_model(name, **kwargs)
     if hasattr(model, "pos_embedding") and hasattr(model, "patch_embed"):
@@ -164,36 +175,6 @@ def model_at_resolution(name: str, model_kwargs: dict[str, Any], weights: dict, 
         model = create_model(name, **kwargs)
     load_state_dict(model, weights, "archlab")
     return model, kwargs
-
-
-def fine_tune_at_resolution(run: str | Path, data, image_size: int, epochs: int = 1,
-                            lr: float | None = None, recipe=None, **fit_kwargs: Any):
-    """Continue the model of `run` (a run directory or model file archlab wrote) on `data`
-    at `image_size` for `epochs` (FixRes: train small, fine-tune at the test size). The
-    recipe defaults to the run's, with its learning rate divided by 10 (a fine-tuning
-    rate) unless `lr` is given. Returns the FitResult."""
-    from archlab.train.checkpoint import read_model
-    from archlab.train.recipe import Recipe
-    from archlab.train.trainer import fit
-
-    weights, info = read_model(run)
-    if (info.get("recipe") or {}).get("fine_tune"):
-        raise ValueError(f"{run} was fine-tuned with a new head; continue it with --resume "
-                         "or fine-tune its base model instead")
-    kwargs = dict(info["model_kwargs"])
-    model, kwargs = model_at_resolution(info["model"], kwargs, weights, image_size)
-    if recipe is None:
-        recipe = Recipe.from_dict({k: v for k, v in info["recipe"].items()
-                                   if k in Recipe.__dataclass_fields__})
-    elif isinstance(recipe, str):
-        recipe = Recipe.load(recipe)
-    extra = {k: v for k, v in kwargs.items()
-             if k not in ("num_classes", "in_chans", "small_input")}
-    recipe = recipe.replace(image_size=image_size, epochs=epochs, pretrained=None,
-                            lr=lr if lr is not None else recipe.peak_lr / 10,
-                            small_input=kwargs.get("small_input"), model_kwargs=extra,
-                            progressive=None, fine_tune=False)
-    return fit(model, data, recipe, **fit_kwargs)
 
 
 def describe(plan: ProgressivePlan, total_epochs: int, final_size: int) -> str:

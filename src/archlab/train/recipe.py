@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archlab.data.transforms import PRESETS, Augment
+from archlab.data import PRESETS, Augment
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 OPTIMIZERS = ("sgd", "adamw")

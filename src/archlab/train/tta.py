@@ -50,8 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archlab.data.transforms import pad_for, random_hflip, random_translate
-from archlab.train.losses import split_output
+from archlab.data import pad_for, random_hflip, random_translate
+from archlab.train.eval_loop import eval_pass, logits_of
 
 VIEWS = ("flip", "shift", "five_crop", "ten_crop", "aug:N", "none")
 DEFAULT_CROP_PCT = 0.875
@@ -202,10 +202,22 @@ def tta_views(x: torch.Tensor, spec: str | Sequence[str] | TTASpec | None, hflip
 # --------------------------------------------------------------------------------------
 
 
-def _probs(model: nn.Module, x: torch.Tensor, amp: bool) -> torch.Tensor:
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        logits, _ = split_output(model(x))
-    return logits.float().softmax(1)
+def view_probs(model: nn.Module, x: torch.Tensor,
+               spec: str | Sequence[str] | TTASpec | None, hflip: bool = True, *,
+               beta: float | None = None, amp: bool = False, **view_kwargs: Any
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(the views' combined probabilities, the plain view's logits or None when the plain
+    image is not a view): what `tta_predict` returns, with the logits the plain metrics of
+    the same pass reuse."""
+    spec = parse_tta(spec)
+    logits = [logits_of(model, v, amp) for v in tta_views(x, spec, hflip, **view_kwargs)]
+    probs = [v.softmax(1) for v in logits]
+    plain = logits[0] if spec.plain else None
+    if beta is not None and spec.plain and len(probs) > 1:
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta weighs the plain view, in [0, 1]; got {beta}")
+        return beta * probs[0] + (1 - beta) * torch.stack(probs[1:]).mean(0), plain
+    return torch.stack(probs).mean(0), plain
 
 
 @torch.no_grad()
@@ -216,17 +228,9 @@ def tta_predict(model: nn.Module, x: torch.Tensor,
     """Class probabilities (N, classes) of the batch `x`: the mean of the softmax of every
     view (`tta_views`), or with `beta` fastai's blend beta * plain + (1 - beta) * mean of
     the other views. The model is used as it is: put it in eval mode first."""
-    spec = parse_tta(spec)
-    views = tta_views(x, spec, hflip, **view_kwargs)
-    probs = [_probs(model, v, amp) for v in views]
-    if beta is not None and spec.plain and len(probs) > 1:
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta weighs the plain view, in [0, 1]; got {beta}")
-        return beta * probs[0] + (1 - beta) * torch.stack(probs[1:]).mean(0)
-    return torch.stack(probs).mean(0)
+    return view_probs(model, x, spec, hflip, beta=beta, amp=amp, **view_kwargs)[0]
 
 
-@torch.no_grad()
 def run_eval_tta(model: nn.Module, loader, num_classes: int, classes: Sequence[str] | None,
                  spec: str | Sequence[str] | TTASpec, hflip: bool, size: int, *,
                  crop_pct: float = DEFAULT_CROP_PCT, crop_from: str = "resize",
@@ -234,21 +238,12 @@ def run_eval_tta(model: nn.Module, loader, num_classes: int, classes: Sequence[s
                  progress=None):
     """`run_eval` with test-time augmentation: metrics of the averaged probabilities (the
     loss is the negative log of the averaged probability of the true class)."""
-    from archlab.train.metrics import Meter
-
-    was_training = model.training
-    model.eval()
     device = next(iter(model.parameters()), torch.empty(0)).device
-    meter = Meter(num_classes, device)
-    g = torch.Generator().manual_seed(seed)
-    try:
-        for x, _y, labels in loader:
-            probs = tta_predict(model, x, spec, hflip, beta=beta, amp=amp, size=size,
-                                crop_pct=crop_pct, crop_from=crop_from, generator=g)
-            log_p = probs.clamp_min(1e-12).log()
-            meter.update(log_p, labels, F.nll_loss(log_p, labels, reduction="sum"))
-            if progress is not None:
-                progress.update(1, len(labels))
-    finally:
-        model.train(was_training)
-    return meter.result(classes)
+    g = torch.Generator().manual_seed(seed)    # one stream of aug:N draws for the pass
+
+    def probs_of(x: torch.Tensor):
+        return view_probs(model, x, spec, hflip, beta=beta, amp=amp, size=size,
+                          crop_pct=crop_pct, crop_from=crop_from, generator=g)
+
+    return eval_pass(model, loader, num_classes, classes, device, amp, progress,
+                     probs_of=probs_of, plain=False)[1]
