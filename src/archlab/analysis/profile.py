@@ -16,8 +16,13 @@ layout (tokens, pooled vectors) sees the whole image.
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +30,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
+
+from archlab._io import write_atomic
+from archlab.models import create_model, model_builder, model_config
 
 # --------------------------------------------------------------------------------------
 # Receptive field tracking
@@ -328,10 +336,7 @@ def profile(model: nn.Module | str, img_size: int | tuple[int, int] | None = Non
 # --------------------------------------------------------------------------------------
 
 
-def _cost_cache_path():
-    import os
-    from pathlib import Path
-
+def _cost_cache_path() -> Path:
     root = os.environ.get("ARCHLAB_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "archlab")
     return Path(root) / "model_costs.json"
@@ -339,14 +344,8 @@ def _cost_cache_path():
 
 def _family_fingerprint(name: str) -> str:
     """Changes whenever the family's source or the registered configuration changes."""
-    import hashlib
-    import inspect
-
-    from archlab.models.registry import _entry
-
-    entry = _entry(name)
-    source = inspect.getsource(inspect.getmodule(entry.builder))
-    return hashlib.sha256((source + repr(sorted(entry.config.items(), key=str))
+    source = inspect.getsource(inspect.getmodule(model_builder(name)))
+    return hashlib.sha256((source + repr(sorted(model_config(name).items(), key=str))
                            + torch.__version__).encode()).hexdigest()[:16]
 
 
@@ -357,11 +356,6 @@ def model_costs(name: str, use_cache: bool = True) -> tuple[int, int]:
     ~/.cache/archlab/model_costs.json (or $ARCHLAB_CACHE), keyed by a fingerprint of the
     family's source: editing a family recounts it.
     """
-    import json
-    import os
-
-    from archlab.models.registry import create_model
-
     path = _cost_cache_path()
     key = f"{name}:{_family_fingerprint(name)}"
     cache: dict = {}
@@ -381,10 +375,7 @@ def model_costs(name: str, use_cache: bool = True) -> tuple[int, int]:
     if use_cache:
         cache[key] = result
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cache))
-            os.replace(tmp, path)
+            write_atomic(path, json.dumps(cache))
         except OSError:
             pass  # a read-only home still gets its answer
     return result

@@ -1,6 +1,7 @@
 """The architectures. Importing this package registers every family."""
 from archlab.models.registry import (  # noqa: F401
-    ModelCard, Paper, create_model, list_families, list_models, model_card, register_model,
+    ModelCard, Paper, create_model, list_families, list_models, model_builder, model_card,
+    model_config, register_model,
 )
 # One import per family file, in the order the field met them.
 from archlab.models import lenet, alexnet, vgg, inception  # noqa: F401,E402

@@ -140,6 +140,11 @@ def model_card(name: str) -> ModelCard:
     return _entry(name).card
 
 
+def model_builder(name: str) -> Callable[..., Any]:
+    """The network class (or function) a registered name builds with its configuration."""
+    return _entry(name).builder
+
+
 def model_config(name: str) -> dict[str, Any]:
     """The configuration a registered name passes to its network class."""
     return dict(_entry(name).config)
