@@ -5,6 +5,8 @@ from archlab.train.evaluate import (  # noqa: F401
 )
 from archlab.train.metrics import Metrics  # noqa: F401
 from archlab.train.recipe import Recipe, presets  # noqa: F401
+from archlab.train.recipe import parse_assignments  # noqa: F401
+from archlab.train.checkpoint import has_checkpoint, read_model  # noqa: F401
 from archlab.train.trainer import (  # noqa: F401
     FitResult, Trainer, TrainingDiverged, TrainingInterrupted, fit,
 )
@@ -12,6 +14,7 @@ from archlab.train.distill import Distiller  # noqa: F401
 from archlab.train.finetune import TransferModel, fine_tune  # noqa: F401
 from archlab.train.lr_find import LRFinderResult, lr_find  # noqa: F401
 from archlab.train.progressive import ProgressivePlan, fine_tune_at_resolution  # noqa: F401
+from archlab.train.progressive import parse_cli  # noqa: F401
 from archlab.train.deepen import DeepenReport, deepen  # noqa: F401
 from archlab.train.distributed import SyncBatchNorm  # noqa: F401
 from archlab.train.tta import parse_tta, tta_predict, tta_views  # noqa: F401
