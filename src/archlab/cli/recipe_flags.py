@@ -67,8 +67,6 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     """--recipe (or the default Recipe), changed by the flags given, then by --set."""
     recipe = Recipe.load(args.recipe) if args.recipe else Recipe()
     changes = given_flags(args)
-    if "unfrozen_lr" in changes:
-        changes["unfrozen_lr"] = list(changes["unfrozen_lr"])
     if "progressive" in changes:
         changes["progressive"] = parse_cli(changes["progressive"])
     changes.update(parse_assignments(args.set))
