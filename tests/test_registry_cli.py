@@ -138,3 +138,50 @@ def test_cli_info_reports_tokens_heads_and_compound_scaling(capsys):
     assert main(["info", "efficientnet_b3"]) == 0
     out = capsys.readouterr().out
     assert "width=1.2, depth=1.4, resolution=300" in out and "12,233,232" in out
+
+
+def test_recipe_flags_come_from_the_recipe_fields(capsys):
+    import dataclasses
+
+    from archlab.cli import build_parser
+    from archlab.cli.recipe_flags import recipe_from_args
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = capsys.readouterr().out
+    text = " ".join(help_text.split())
+    flagged = [f for f in dataclasses.fields(archlab.Recipe) if "help" in f.metadata]
+    assert {"epochs", "batch_size", "lr", "amp", "fine_tune", "unfrozen_lr"} <= {
+        f.name for f in flagged}
+    for f in flagged:
+        assert "--" + f.name.replace("_", "-") in text
+        # argparse wraps lines at spaces and hyphens: compare without the whitespace.
+        assert "".join(f.metadata["help"].split()) in "".join(help_text.split())
+    assert "--amp, --no-amp" in text and "{sgd,adamw}" in text
+    args = build_parser().parse_args(
+        ["train", "--epochs", "3", "--no-amp", "--unfrozen-lr", "1e-4", "1e-3",
+         "--set", "model_kwargs={act: tanh}", "--set", "moms=null"])
+    recipe = recipe_from_args(args)
+    assert (recipe.epochs, recipe.amp, recipe.unfrozen_lr) == (3, False, (1e-4, 1e-3))
+    assert recipe.model_kwargs == {"act": "tanh"} and recipe.moms is None
+    assert recipe.batch_size == archlab.Recipe().batch_size  # a flag not given leaves it
+
+
+def test_set_is_parsed_once_as_yaml():
+    from archlab.train import parse_assignments
+
+    assert parse_assignments(["model_kwargs={act: tanh}", "recipe.epochs=3", "x = null"]) == {
+        "model_kwargs": {"act": "tanh"}, "recipe.epochs": 3, "x": None}
+    with pytest.raises(ValueError, match="KEY=VALUE.*'epochs'"):
+        parse_assignments(["epochs"])
+    with pytest.raises(ValueError, match="not valid YAML"):
+        parse_assignments(["model_kwargs={act: ["])
+
+
+def test_cli_compare_list_reads_the_protocols(capsys):
+    assert main(["compare", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "quick-tour" in out and "fashion-mnist" in out
+    assert "transfer-224" in out and "(--data)" in out  # its dataset comes from --data
+    assert main(["compare", "--set", "recipe.epochs", "--dry-run"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err

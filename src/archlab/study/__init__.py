@@ -14,4 +14,5 @@ from archlab.study.protocol import (  # noqa: F401
 )
 from archlab.study.report import print_results, report, summarize, write_report  # noqa: F401
 from archlab.study.runner import StudyResult, compare, open_study  # noqa: F401
+from archlab.study.runner import install_sigterm, plan  # noqa: F401
 from archlab.study.store import Run, Store, StoreError, open_store  # noqa: F401

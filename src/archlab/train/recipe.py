@@ -15,7 +15,7 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from archlab.data import PRESETS, Augment
 
@@ -26,44 +26,61 @@ SCHEDULES = ("onecycle", "cosine", "step", "constant")
 
 @dataclass
 class Recipe:
+    # A field with a "help" in its metadata is also a flag of `archlab train` (--batch-size
+    # for batch_size; a bool is a --x/--no-x switch): the help is written once, here.
+
     # -- the model -------------------------------------------------------------------
     model: str | None = None               # a registered name, when the recipe names one
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # create_model overrides
-    small_input: bool | None = None        # None: for images of 64 px or less
-    pretrained: str | None = None          # checkpoint path or 'tv:...', 'timm:...'
-    image_size: int | None = None          # None: the data's side (in memory), else the card's
-    init_from: str | None = None           # a shallower run/checkpoint (VGG's staged deepening)
+    small_input: bool | None = field(default=None, metadata={
+        "help": "the 28-64 px (CIFAR-style) variant of the model"})  # None: for <= 64 px
+    pretrained: str | None = field(default=None, metadata={
+        "help": "start from a checkpoint or 'tv:...' / 'timm:...'"})
+    image_size: int | None = field(default=None, metadata={
+        "help": "side in pixels (default: the data's, or the card's)"})
+    init_from: str | None = field(default=None, metadata={
+        "help": "a trained shallower run of the family (VGG's staged deepening: its layers "
+                "initialise this deeper net)"})
 
     # -- the data --------------------------------------------------------------------
-    batch_size: int = 128
-    val_fraction: float = 0.1              # stratified hold-out of the training split
-    train_fraction: float = 1.0            # stratified share of the rest to train on
-    seed: int = 0
+    batch_size: int = field(default=128, metadata={"help": "images per step"})
+    val_fraction: float = field(default=0.1, metadata={
+        "help": "stratified hold-out (default 0.1)"})  # of the training split
+    train_fraction: float = field(default=1.0, metadata={
+        "help": "stratified share of the rest to train on"})
+    seed: int = field(default=0, metadata={
+        "help": "the run's seed (split, init, order, augmentation)"})
     normalize: str = "auto"                # dataset | model (card's) | auto: model if pretrained
     crop_pct: float = 0.875                # evaluation crop of file images
-    workers: int | None = None             # DataLoader workers for files (None: up to 8)
+    workers: int | None = field(default=None, metadata={
+        "help": "DataLoader workers for image files"})  # None: up to 8
     in_memory: bool = False                # decode image files once, at the training size
 
     # -- augmentation ----------------------------------------------------------------
-    augment: str = "basic"                 # none | basic | alexnet | rrc | randaugment
+    augment: str = field(default="basic", metadata={
+        "help": "the augmentation preset", "choices": PRESETS})
     hflip: bool | None = None              # None: unless the dataset forbids it (digits)
     randaugment_n: int = 2
     randaugment_m: int = 9
     lighting: float = 0.1                  # PCA lighting std (alexnet preset)
-    random_erasing: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
+    random_erasing: float = field(default=0.0, metadata={"help": "probability per image"})
+    mixup: float = field(default=0.0, metadata={"help": "mixup alpha (0: off)"})
+    cutmix: float = field(default=0.0, metadata={"help": "cutmix alpha (0: off)"})
 
     # -- optimisation ----------------------------------------------------------------
-    epochs: int = 10
-    optimizer: str = "sgd"                 # sgd | adamw
-    lr: float | None = None                # the peak learning rate
-    weight_decay: float | None = None      # never on norms and biases
+    epochs: int = field(default=10, metadata={"help": "passes over the training data"})
+    optimizer: str = field(default="sgd", metadata={
+        "help": "sgd (Nesterov momentum) or adamw", "choices": OPTIMIZERS})
+    lr: float | None = field(default=None, metadata={
+        "help": "peak learning rate (default: SGD 0.1, AdamW 1e-3)"})
+    weight_decay: float | None = field(default=None, metadata={
+        "help": "not applied to norms and biases"})
     momentum: float = 0.9                  # SGD (cycled by one-cycle)
     nesterov: bool = True
     betas: tuple[float, float] = (0.9, 0.99)  # AdamW: fastai's mom and sqr_mom
     eps: float = 1e-5
-    schedule: str = "onecycle"             # onecycle | cosine | step | constant
+    schedule: str = field(default="onecycle", metadata={
+        "help": "the learning-rate schedule", "choices": SCHEDULES})
     pct_start: float = 0.25                # one-cycle: share of steps spent warming up
     div: float = 25.0                      # one-cycle: start at lr / div
     div_final: float = 1e5                 # one-cycle: end at lr / div_final
@@ -72,37 +89,63 @@ class Recipe:
     min_lr: float = 0.0                    # cosine: the floor
     milestones: tuple[float, ...] = ()     # step: epochs where lr is multiplied by gamma
     gamma: float = 0.1
-    label_smoothing: float = 0.0
-    clip_grad: float | None = None         # max global gradient norm
-    ema: float = 0.0                       # EMA decay of the weights (0.999...); 0 is off
+    label_smoothing: float = field(default=0.0, metadata={"help": "e.g. 0.1"})
+    clip_grad: float | None = field(default=None, metadata={"help": "max gradient norm"})
+    ema: float = field(default=0.0, metadata={
+        "help": "EMA decay of the weights, e.g. 0.999 (0: off)"})
 
     # -- transfer learning (fastai's fine_tune; train/finetune.py) ----------------------
-    fine_tune: bool = False                # new head on the body; frozen, then unfrozen
-    freeze_epochs: int = 1                 # phase 1: epochs with the body frozen (at lr)
-    head: str = "concat"                   # concat (fastai's pooled MLP head) | linear
-    unfrozen_lr: tuple[float, float] | None = None  # phase 2 (lo, hi); None: lr/200, lr/2
-    frozen_bn: str = "train"               # norms in the frozen body: train | stats | frozen
+    fine_tune: bool = field(default=False, metadata={
+        "help": "transfer learning: new head, body frozen for --freeze-epochs, then unfrozen "
+                "with learning rates spread over the layer groups (needs --pretrained)"})
+    freeze_epochs: int = field(default=1, metadata={
+        "help": "--fine-tune: epochs with the body frozen (default 1)"})  # phase 1, at lr
+    head: str = field(default="concat", metadata={
+        "help": "--fine-tune: the new head, concat (fastai's) or linear",
+        "choices": ("concat", "linear")})
+    unfrozen_lr: tuple[float, float] | None = field(default=None, metadata={
+        "help": "--fine-tune: phase 2 learning rates, spread geometrically from the stem (LO) "
+                "to the head (HI); default lr/200 .. lr/2",
+        "nargs": 2, "metavar": ("LO", "HI")})
+    frozen_bn: str = field(default="train", metadata={
+        "help": "--fine-tune: norms of the frozen body: train (fastai), stats (BN statistics "
+                "only) or frozen", "choices": ("train", "stats", "frozen")})
 
     # -- knowledge distillation (DeiT; train/distill.py) --------------------------------
-    teacher: str | None = None             # a run directory, a model file or a registered name
-    distill: str = "none"                  # none | soft | hard
-    distill_alpha: float = 0.5             # loss = (1 - alpha) CE(labels) + alpha distill
-    distill_tau: float = 1.0               # soft distillation temperature
+    teacher: str | None = field(default=None, metadata={
+        "help": "distil from a run directory (or model file) archlab trained"})  # or a name
+    distill: str = field(default="none", metadata={
+        "help": "none, soft (KL at --distill-tau) or hard (teacher's argmax; DeiT)",
+        "choices": ("none", "soft", "hard")})
+    distill_alpha: float = field(default=0.5, metadata={
+        "help": "weight of the distillation loss (0.5)"})  # (1 - alpha) CE + alpha distill
+    distill_tau: float = field(default=1.0, metadata={
+        "help": "soft distillation temperature"})
 
     # -- progressive learning (EfficientNetV2; train/progressive.py) --------------------
-    progressive: dict[str, Any] | list | None = None  # {start_size, end_size, stages, ...}
+    # {start_size, end_size, stages, ...}; the command line's short form is parsed by
+    # archlab.train.progressive.parse_cli.
+    progressive: dict[str, Any] | list | None = field(default=None, metadata={
+        "help": "progressive resizing (EfficientNetV2): 16-32x4 grows the image side from "
+                "16 px to 32 px in 4 stages; 0:16,3:24 sets sizes by epoch",
+        "metavar": "START-END[xSTAGES]|EPOCH:SIZE,..."})
 
     # -- machine and bookkeeping -----------------------------------------------------
-    device: str = "auto"                   # auto | cpu | cuda | cuda:1 | mps
-    amp: bool | None = None                # bf16 autocast
-    channels_last: bool | None = None
-    compile: bool | None = None
-    threads: int | None = None             # torch CPU threads (None: torch's default)
-    tensorboard: bool = False
-    strict: bool = False                   # undecodable files are errors, not skips
-    progress: bool = True
-    sync_bn: bool = False                  # several processes (torchrun): batch norm over
-                                           # the global batch, not each process's share
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N or mps"})
+    amp: bool | None = field(default=None, metadata={"help": "bf16 autocast"})
+    channels_last: bool | None = field(default=None, metadata={
+        "help": "channels_last memory format"})
+    compile: bool | None = field(default=None, metadata={"help": "torch.compile"})
+    threads: int | None = field(default=None, metadata={
+        "help": "torch CPU threads"})  # None: torch's default
+    tensorboard: bool = field(default=False, metadata={
+        "help": "also log to TensorBoard (needs `pip install tensorboard`)"})
+    strict: bool = field(default=False, metadata={
+        "help": "stop at the first undecodable file instead of skipping it"})
+    progress: bool = field(default=True, metadata={"help": "the progress bar"})
+    # Several processes (torchrun): batch norm over the global batch, not each one's share.
+    sync_bn: bool = field(default=False, metadata={
+        "help": "under torchrun: batch norm over the global batch"})
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -247,3 +290,23 @@ class Recipe:
 
 def presets() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
+    """{key: value} from the command line's `--set KEY=VALUE` items, each value read as YAML
+    (3, 0.5, null, [8, 16], {act: tanh}). The keys are recipe fields for `archlab train`
+    and dotted protocol keys (recipe.epochs, data.train_fraction) for `archlab compare`."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set takes KEY=VALUE (e.g. --set epochs=3), got {item!r}")
+        try:
+            values[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({problem}); "
+                             'e.g. --set "model_kwargs={act: tanh}"') from None
+    return values

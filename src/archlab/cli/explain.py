@@ -1,0 +1,79 @@
+"""`archlab explain`: pictures of what a network has learnt, and an index.html of them."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from archlab.explain import explain
+
+
+def add_commands(sub) -> None:
+    _parser_explain(sub)
+
+
+def _parser_explain(sub) -> None:
+    p = sub.add_parser("explain", help="what a network looks at: filters, top patches, "
+                                       "saliency, Grad-CAM, attention, errors",
+                       description="Write pictures of what a model has learnt, and an "
+                                   "index.html gathering them: first-layer filters, "
+                                   "max-activating dataset patches, attribution maps of images "
+                                   "(saliency, smoothgrad, integrated_gradients, gradcam, "
+                                   "occlusion; attention and rollout for ViT/DeiT) and the "
+                                   "error analysis (confusion, most-confused pairs, top "
+                                   "losses). A checkpoint brings its dataset; a model name "
+                                   "has random weights unless --pretrained is given.")
+    p.add_argument("model", help="run directory or .safetensors left by `archlab train` or "
+                                 "`archlab convert`, or a registered model name")
+    p.add_argument("images", nargs="*",
+                   help="image files, folders, or scikit-image photos such as skimage:coffee "
+                        "(default: a few images of the dataset)")
+    p.add_argument("--method", action="append", default=[],
+                   help="comma-separated: filters, patches, saliency, smoothgrad, "
+                        "integrated_gradients, gradcam, occlusion, attention, rollout, "
+                        "errors, or all (default: all that apply)")
+    p.add_argument("--out", help="output folder (default: explain/<model>)")
+    p.add_argument("--data", help="dataset for patches, errors and example images "
+                                  "(default: the one a checkpoint was trained on)")
+    p.add_argument("--split", help="train, test or all (default: test where there is one)")
+    p.add_argument("--limit", type=int, default=2000,
+                   help="images searched for max-activating patches (default 2000)")
+    p.add_argument("--layers", nargs="+", help="layers for patches (default: the stages)")
+    p.add_argument("--channels", help="channels for patches: N (the first N) or a list 0,5,9")
+    p.add_argument("--top-k", type=int, default=9, help="patches per channel")
+    p.add_argument("--target", help="class (name or index) to explain (default: predicted)")
+    p.add_argument("--layer", help="Grad-CAM's layer (default: the last convolutional stage)")
+    p.add_argument("--num-images", type=int, default=4,
+                   help="dataset images to explain when none are given")
+    p.add_argument("--pretrained", help="weights for a model name")
+    p.add_argument("--num-classes", type=int, help="for a model name (default 1000)")
+    p.add_argument("--in-chans", type=int, help="for a model name (default 3)")
+    p.add_argument("--small-input", action="store_true", help="the 28-64 px variant")
+    p.add_argument("--img-size", type=int, help="side images are resized to")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_explain)
+
+
+def cmd_explain(args) -> int:
+    channels = None
+    if args.channels:
+        values = [int(c) for c in args.channels.replace(",", " ").split()]
+        channels = values[0] if len(values) == 1 and "," not in args.channels else values
+    stem = Path(args.model.rstrip("/")).name if Path(args.model).exists() else args.model
+    out = Path(args.out) if args.out else Path("explain") / stem
+    result = explain(
+        args.model, args.images, methods=",".join(args.method) or None, out_dir=out,
+        data=args.data, split=args.split, layers=args.layers, channels=channels,
+        top_k=args.top_k, limit=args.limit, num_images=args.num_images, target=args.target,
+        cam_layer=args.layer, log=lambda msg: print(f"  {msg}", file=sys.stderr),
+        pretrained=args.pretrained, num_classes=args.num_classes, in_chans=args.in_chans,
+        small_input=args.small_input, img_size=args.img_size, device=args.device)
+    for picture in result.pictures:
+        print(out / picture.file)
+    if result.errors is not None:
+        e = result.errors
+        print(f"accuracy {e.accuracy:.2%} on {e.count:,} images of {e.data}; most confused: "
+              + ", ".join(f"{a} -> {p} ({n})" for a, p, n in e.most_confused(3)))
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(result.html)
+    return 0

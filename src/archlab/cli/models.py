@@ -1,0 +1,271 @@
+"""`archlab models`, `info`, `calc` and `convert`: the architectures, what they cost, the
+course's formulas, and checkpoints from their peers."""
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+import archlab
+from archlab._text import format_table, human
+from archlab.analysis import (
+    conv_output, model_costs, profile, receptive_field, separable_cost, stacked_convs,
+)
+
+
+def add_commands(sub) -> None:
+    for add in (_parser_models, _parser_info, _parser_calc, _parser_convert):
+        add(sub)
+
+
+def _fmt_field(f) -> str:
+    if f is None:
+        return "global"
+    return f"{f[0]:g}" if f[0] == f[1] else f"{f[0]:g}x{f[1]:g}"
+
+
+# --------------------------------------------------------------------------------------
+# archlab models
+# --------------------------------------------------------------------------------------
+
+
+def _parser_models(sub) -> None:
+    p = sub.add_parser("models", help="list the registered architectures with their cost",
+                       description="List registered architectures: family, year, parameters "
+                                   "and MACs at the default resolution (counted on the meta "
+                                   "device, no memory used; the first run counts and caches "
+                                   "them in ~/.cache/archlab).")
+    p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'resnet*'")
+    p.add_argument("--family", help="only this family (see --families)")
+    p.add_argument("--families", action="store_true", help="list the families and stop")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_models)
+
+
+def cmd_models(args) -> int:
+    if args.families:
+        for fam in archlab.list_families():
+            print(f"{fam:16s} {len(archlab.list_models(family=fam))} models")
+        return 0
+    names = archlab.list_models(args.pattern, args.family)
+    if not names:
+        print(f"no model matches {args.pattern or ''} {args.family or ''}; "
+              f"families: {', '.join(archlab.list_families())}", file=sys.stderr)
+        return 1
+    rows, records = [], []
+    for name in names:
+        card = archlab.model_card(name)
+        params, macs = model_costs(name)
+        records.append(dict(name=name, family=card.family, year=card.year,
+                            input_size=card.input_size[1], params=params, macs=macs))
+        rows.append((name, card.family, card.year, card.input_size[1], f"{params:,}",
+                     human(macs)))
+    if args.json:
+        print(json.dumps(records, indent=1))
+    else:
+        print(format_table(rows, ("model", "family", "year", "input", "params", "MACs"), "llrrrr"))
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# archlab info
+# --------------------------------------------------------------------------------------
+
+
+def _parser_info(sub) -> None:
+    p = sub.add_parser("info", help="a model's card, cost and layer table",
+                       description="Print a model's card (paper, year, key idea), its "
+                                   "parameters, MACs/FLOPs and activation memory at a "
+                                   "resolution, the receptive field of its last feature map, "
+                                   "and with --layers a per-layer table.")
+    p.add_argument("name")
+    p.add_argument("--img-size", type=int, help="input side in pixels (default: the card's)")
+    p.add_argument("--in-chans", type=int, default=3)
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--small-input", action="store_true", help="the 28-64 px variant")
+    p.add_argument("--batch-size", type=int, default=1, help="for activation memory")
+    p.add_argument("--layers", action="store_true", help="print the per-layer table")
+    p.add_argument("--depth", type=int, help="table rows at this module depth (default: leaves)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+
+def _architecture_lines(model) -> list[str]:
+    """Family-specific facts a model exposes (tokens and heads, compound scaling, ...)."""
+    lines = []
+    vit = [a for a in ("patch_size", "embed_dim", "depth", "num_heads", "num_prefix_tokens",
+                       "num_tokens") if hasattr(model, a)]
+    if vit:
+        lines.append("transformer: " + ", ".join(f"{a}={getattr(model, a)}" for a in vit))
+        if hasattr(model, "grid_size") and hasattr(model, "num_prefix_tokens"):
+            gh, gw = model.grid_size
+            prefix = ["class", "distillation"][:model.num_prefix_tokens]
+            head = ("the mean of the patch tokens" if getattr(model, "global_pool", "") == "avg"
+                    else " and ".join(f"the {t} token" for t in prefix))
+            lines.append(f"tokens: {model.num_prefix_tokens} prefix "
+                         f"({' + '.join(prefix) or 'none'}) + {gh}x{gw} patches, the head "
+                         f"reads {head}; MACs include the attention matrices")
+    scaling = getattr(model, "scaling", None)
+    if scaling:
+        lines.append("compound scaling: " + ", ".join(f"{k}={v}" for k, v in scaling.items()))
+    stages = getattr(model, "stage_config", None)
+    if stages:
+        lines.append("stages:")
+        keys = list(stages[0])
+        table = format_table([[s[k] for k in keys] for s in stages], keys, "r" * len(keys))
+        lines += ["  " + line for line in table.splitlines()]
+    if model.feature_info:
+        lines.append("feature stages: " + ", ".join(
+            f"{f['module']} ({f['num_chs']} ch, /{f['reduction']})" for f in model.feature_info))
+    return lines
+
+
+def cmd_info(args) -> int:
+    card = archlab.model_card(args.name)
+    kw = {"img_size": args.img_size} if args.img_size and "vit" in card.family else {}
+    with torch.device("meta"):
+        model = archlab.create_model(args.name, num_classes=args.num_classes,
+                                     in_chans=args.in_chans, small_input=args.small_input, **kw)
+    size = args.img_size or model.card.input_size[1]
+    prof = profile(model, size, batch_size=args.batch_size, table_depth=args.depth)
+    if args.json:
+        print(json.dumps({"card": card.as_dict(), "profile": prof.as_dict()}, indent=1,
+                         default=str))
+        return 0
+    arxiv = f", arXiv {card.arxiv}" if card.arxiv else ""
+    print(f"{card.name}  ({card.family})")
+    print(f"  {card.paper} ({card.year}{arxiv})")
+    print(f"  {card.key_idea}")
+    print(f"  input {prof.input_size[0]}x{size}x{size}, mean {card.mean}, std {card.std}")
+    print(f"  parameters    {prof.params:,} ({prof.trainable_params:,} trainable)"
+          + (f"; reference {card.params:,} ({card.params_source})"
+             if card.params and args.num_classes == 1000 and args.in_chans == 3 else ""))
+    print(f"  MACs          {human(prof.macs)} ({human(prof.flops)} FLOPs) at {size} px")
+    print(f"  activations   {prof.activation_bytes / 2**20:.1f} MiB for a batch of "
+          f"{args.batch_size} (float32 outputs of every layer)")
+    if prof.feature_stride:
+        print(f"  features      {tuple(prof.feature_shape)}, receptive field "
+              f"{_fmt_field(prof.receptive_field)} px, stride {_fmt_field(prof.feature_stride)}")
+    else:
+        print(f"  features      {tuple(prof.feature_shape)}: tokens, each of which attends "
+              f"to the whole {size} px image")
+    print(f"  smallest input {model.min_input_size} px")
+    for line in _architecture_lines(model):
+        print(f"  {line}")
+    if args.layers:
+        print()
+        rows = [(r.name, r.type, "x".join(map(str, r.output_shape[1:])), f"{r.params:,}",
+                 human(r.macs), _fmt_field(r.receptive_field) if r.receptive_field else "-",
+                 _fmt_field(r.stride) if r.stride else "-") for r in prof.layers]
+        print(format_table(rows, ("layer", "type", "output", "params", "MACs", "RF", "stride"),
+                           "llrrrrr"))
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# archlab calc
+# --------------------------------------------------------------------------------------
+
+
+def _parser_calc(sub) -> None:
+    p = sub.add_parser("calc", help="the course's formulas for any numbers",
+                       description="Convolution arithmetic: output size, stacked small "
+                                   "kernels against one large one, depthwise-separable cost, "
+                                   "receptive field of a chain of layers.")
+    s = p.add_subparsers(dest="what", required=True)
+    c = s.add_parser("conv", help="output size of a convolution or pooling")
+    c.add_argument("--size", type=int, required=True)
+    c.add_argument("--kernel", type=int, required=True)
+    c.add_argument("--stride", type=int, default=1)
+    c.add_argument("--padding", type=int, default=0)
+    c.add_argument("--dilation", type=int, default=1)
+    k = s.add_parser("stack", help="L stacked kxk convs vs one large kernel (VGG's argument)")
+    k.add_argument("--kernel", type=int, default=3)
+    k.add_argument("--layers", type=int, default=2)
+    k.add_argument("--channels", type=int, default=1)
+    d = s.add_parser("separable", help="depthwise-separable vs standard convolution cost")
+    d.add_argument("--in-chs", type=int, required=True)
+    d.add_argument("--out-chs", type=int, required=True)
+    d.add_argument("--kernel", type=int, default=3)
+    d.add_argument("--size", type=int, default=1, help="feature map side")
+    r = s.add_parser("rf", help="receptive field of a chain of layers")
+    r.add_argument("layers", nargs="+", metavar="KxS",
+                   help="kernel x stride per layer, e.g. 7x2 3x2 3x1 3x1")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_calc)
+
+
+def cmd_calc(args) -> int:
+    if args.what == "conv":
+        result = conv_output(args.size, args.kernel, args.stride, args.padding,
+                                  args.dilation)
+        text = (f"{args.size} px, {args.kernel}x{args.kernel} kernel, stride {args.stride}, "
+                f"padding {args.padding}, dilation {args.dilation} -> {result['output']} px\n"
+                f"  floor(({args.size} + 2*{args.padding} - {args.dilation}*"
+                f"({args.kernel} - 1) - 1) / {args.stride} + 1) = {result['output']}; "
+                f"'same' padding at stride 1 would be {result['same_padding']}")
+    elif args.what == "stack":
+        result = stacked_convs(args.kernel, args.layers, args.channels)
+        c2 = "" if args.channels == 1 else f" x {args.channels}^2 channels"
+        text = (f"{args.layers} stacked {args.kernel}x{args.kernel} convolutions see "
+                f"{result['receptive_field']}x{result['receptive_field']} pixels\n"
+                f"  weights: {args.layers}*{args.kernel}^2 = "
+                f"{args.layers * args.kernel ** 2}{c2} = {result['stack_weights']:,} "
+                f"against {result['receptive_field']}^2 = {result['receptive_field'] ** 2}"
+                f"{c2} = {result['single_weights']:,} for one "
+                f"{result['receptive_field']}x{result['receptive_field']} kernel "
+                f"({result['saving']:.0%} fewer)\n"
+                f"  non-linearities: {args.layers} against 1")
+    elif args.what == "separable":
+        result = separable_cost(args.in_chs, args.out_chs, args.kernel, args.size)
+        text = (f"{args.kernel}x{args.kernel} convolution, {args.in_chs} -> {args.out_chs} "
+                f"channels on {args.size}x{args.size}\n"
+                f"  standard:  {result['standard_macs']:,} MACs, "
+                f"{result['standard_weights']:,} weights\n"
+                f"  separable: {result['separable_macs']:,} MACs (depthwise "
+                f"{result['depthwise_macs']:,} + pointwise {result['pointwise_macs']:,}), "
+                f"{result['separable_weights']:,} weights\n"
+                f"  ratio {result['ratio']:.4f} = 1/{args.out_chs} + 1/{args.kernel}^2 "
+                f"-> {result['speedup']:.1f}x fewer multiply-adds")
+    else:
+        chain = []
+        for spec in args.layers:
+            try:
+                k_, s_ = (int(v) for v in spec.lower().split("x"))
+            except ValueError:
+                raise SystemExit(f"archlab calc rf: {spec!r} is not KxS (e.g. 3x2 for a "
+                                 "3x3 kernel at stride 2)") from None
+            chain.append((k_, s_))
+        result = receptive_field(chain)
+        text = (f"{len(chain)} layers -> receptive field {result['receptive_field']} px, "
+                f"cumulative stride {result['stride']}")
+    print(json.dumps(result, indent=1) if args.json else text)
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# archlab convert
+# --------------------------------------------------------------------------------------
+
+
+def _parser_convert(sub) -> None:
+    p = sub.add_parser("convert", help="a torchvision/timm/efficientnet-pytorch checkpoint "
+                                       "into archlab's safetensors",
+                       description="Convert a peer's state dict into an archlab checkpoint "
+                                   "(safetensors). The source layout and the architecture are "
+                                   "detected when not given.")
+    p.add_argument("input", help=".pth/.pt/.bin/.safetensors state dict")
+    p.add_argument("output", help="the .safetensors file to write")
+    p.add_argument("--from", dest="source",
+                   help="torchvision, timm, efficientnet-pytorch or archlab (default: detect)")
+    p.add_argument("--model", help="archlab model name (default: detect)")
+    p.add_argument("--num-classes", type=int, help="default: the checkpoint's")
+    p.set_defaults(func=cmd_convert)
+
+
+def cmd_convert(args) -> int:
+    out, name, report = archlab.convert_file(args.input, args.output, args.model, args.source,
+                                     args.num_classes)
+    print(f"{args.input} -> {out} ({name}): {report}")
+    return 0

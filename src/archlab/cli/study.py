@@ -1,0 +1,142 @@
+"""`archlab compare` and `report`: many architectures under one protocol, and the results."""
+from __future__ import annotations
+
+import signal
+
+from archlab._text import format_table
+from archlab.cli.recipe_flags import add_recipe_flags
+from archlab.study import (
+    ProtocolError, compare, install_sigterm, load_protocol, plan, presets, report,
+)
+from archlab.train import parse_assignments
+
+
+def add_commands(sub) -> None:
+    _parser_compare(sub)
+    _parser_report(sub)
+
+
+def _parser_compare(sub) -> None:
+    p = sub.add_parser(
+        "compare", help="train many architectures under one protocol; results in a study",
+        description="Run every (architecture, seed) pair of a protocol, record each run in "
+                    "the study database (SQLite beside the study, or PostgreSQL with --db), "
+                    "then print the results table and write report.html. Running the same "
+                    "command again resumes: finished runs are skipped, an interrupted one "
+                    "continues from its checkpoint. `archlab compare --worker --study DIR` "
+                    "(or --db URL) in more processes or on more machines shares the work.")
+    p.add_argument("protocol", nargs="?",
+                   help="a preset (" + ", ".join(presets()) + "; default "
+                        "quick-tour) or a protocol YAML file")
+    p.add_argument("--models", nargs="+", metavar="NAME",
+                   help="run these instead of the protocol's list (its entries keep their "
+                        "overrides; other registered names use the shared recipe)")
+    p.add_argument("--data", help="the dataset instead of the protocol's: fashion-mnist, "
+                                  "mnist, digits, cifar10, cifar100, a folder or a CSV")
+    p.add_argument("--data-root", help="folder holding the named dataset's files")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="e.g. --seeds 0 1 2")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the protocol, e.g. --set recipe.epochs=3 "
+                        "--set data.train_fraction=0.5 --set budget.run=10m")
+    p.add_argument("--study", help="the study directory (default: studies/<protocol name>)")
+    p.add_argument("--db", help="the study database: a PostgreSQL URL "
+                                "(postgresql://user@host/db) for workers on several machines, "
+                                "or an SQLite file (default: <study>/study.db)")
+    p.add_argument("--worker", action="store_true",
+                   help="join an existing study (--study or --db) and take runs until none "
+                        "is left; writes no report")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="train N runs side by side, each in a worker process with its share "
+                        "of the CPU cores (default: the protocol's jobs, else 1)")
+    add_recipe_flags(p, only=("device",))
+    p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    p.add_argument("--lease", type=float, default=120.0, metavar="SECONDS",
+                   help="a running run whose worker has been silent this long is taken over "
+                        "(default 120)")
+    p.add_argument("--list", action="store_true",
+                   help="list the shipped protocols and stop")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show the runs and their state, train nothing")
+    p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="only the study's lines, not the trainer's")
+    p.set_defaults(func=cmd_compare)
+
+
+def _shipped_protocol(name: str):
+    """A preset as `load_protocol` reads it; one that leaves the dataset to --data (such as
+    transfer-224) is read with '(--data)' in its place."""
+    try:
+        return load_protocol(name)
+    except ProtocolError:
+        return load_protocol(name, data="(--data)")
+
+
+def _list_protocols() -> None:
+    rows = []
+    for name in presets():
+        proto = _shipped_protocol(name)
+        rows.append((name, proto.dataset, str(len(proto.models)),
+                     " ".join(str(proto.description).split())[:90]))
+    print(format_table(rows, ("protocol", "data", "models", "description"), "llrl"))
+
+
+def _dry_run(args, overrides) -> None:
+    proto = load_protocol(args.protocol, models=args.models, data=args.data, seeds=args.seeds,
+                          overrides=overrides)
+    rows = plan(proto, args.study, args.db)
+    print(f"protocol {proto.name} [{proto.hash[:8]}] on {proto.dataset}: {len(rows)} runs")
+    print(format_table([(r["label"], r["model"], r["seed"], r["status"], r["key"][:8])
+                        for r in rows], ("label", "model", "seed", "status", "run"), "llrll"))
+
+
+def cmd_compare(args) -> int:
+    if args.list:
+        _list_protocols()
+        return 0
+    overrides = parse_assignments(args.set)
+    if args.jobs is not None and args.worker:
+        raise ValueError("--worker is one worker process; start more `archlab compare "
+                         "--worker` commands, or leave out --worker and let --jobs N start them")
+    if args.dry_run:
+        _dry_run(args, overrides)
+        return 0
+    previous = install_sigterm()
+    try:
+        result = compare(
+            args.protocol, models=args.models, data=args.data, seeds=args.seeds,
+            overrides=overrides, study=args.study, db=args.db, worker=args.worker,
+            device=args.device, root=args.data_root, retry_failed=args.retry_failed,
+            lease_s=args.lease, verbose=not args.quiet, progress=not args.no_progress,
+            jobs=args.jobs)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    failed = sum(r.status == "failed" for r in result.runs)
+    return 1 if failed else 0
+
+
+def _parser_report(sub) -> None:
+    p = sub.add_parser("report", help="the results table, report.html and CSV of a study",
+                       description="Print the results table of a study and write its "
+                                   "self-contained report.html (plots of accuracy against "
+                                   "training time, parameters and MACs, learning curves, "
+                                   "spread over seeds, confusion matrix, model cards, the "
+                                   "protocol) with results.csv and summary.csv beside it.")
+    p.add_argument("study", help="a study directory, its study.db, or a PostgreSQL URL")
+    p.add_argument("--out", help="where to write the HTML (default: <study>/report.html)")
+    p.add_argument("--protocol", help="which protocol of the study, by name or hash prefix "
+                                      "(default: the most recently active)")
+    p.add_argument("--csv", help="also write every run to this CSV file")
+    p.add_argument("--no-html", action="store_true", help="only the table (and --csv)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    path = report(args.study, out=args.out, protocol=args.protocol, csv_path=args.csv,
+                  html_report=not args.no_html)
+    if path is not None:
+        print(f"report: {path}")
+    if args.csv:
+        print(f"csv:    {args.csv}")
+    return 0
