@@ -88,6 +88,19 @@ def test_run_trains_at_the_planned_sizes_and_resumes(digits16, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def test_a_plan_that_names_its_last_size_is_the_run_size(digits16):
+    # The weights learn the last stage's scale: validation and the saved preprocessing use
+    # it (a run on 16 px digits ending at 24 px is evaluated at 24, not at 16).
+    r = recipe16(epochs=2, progressive={"start_size": 8, "end_size": 24, "stages": 2})
+    result = fit("resnet20", digits16, r, verbose=False)
+    assert result.info["preprocess"]["image_size"] == 24
+    listed = recipe16(epochs=2, progressive=[[0, 8], [1, 12]])
+    assert fit("resnet20", digits16, listed, verbose=False).info["preprocess"]["image_size"] == 12
+    # Without a named end the plan ends at the data's size, as before.
+    assert fit("resnet20", digits16, recipe16(epochs=1),
+               verbose=False).info["preprocess"]["image_size"] == 16
+
+
 def test_vit_trained_at_16_continues_at_24(digits16, tmp_path):
     run = tmp_path / "vit16"
     fit("vit_tiny_patch4_32", digits16,

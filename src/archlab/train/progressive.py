@@ -19,7 +19,9 @@ The recipe's `progressive` field is either that mapping
 list of [first epoch, size] pairs ([[0, 16], [3, 24], [6, 32]]). In-memory batches are
 resized on the device, so nothing is decoded again; for image files the workers crop at
 the run's size and the device resizes, and RandAugment's magnitude (applied in the workers)
-does not follow the plan. Validation and the saved preprocessing use the run's image size.
+does not follow the plan. Validation and the saved preprocessing use the run's image size:
+the recipe's image_size, else the plan's last size when it names one (the scale the weights
+learn last), else the data's.
 The settings are a function of the epoch alone, so a resumed run picks them up.
 
 `fine_tune_at_resolution(run, data, image_size)` (train/entry.py) continues a trained run at a larger size:
@@ -107,6 +109,11 @@ class ProgressivePlan:
         if "randaugment_m" in out:
             out["randaugment_m"] = int(round(out["randaugment_m"]))
         return out
+
+    def last_size(self) -> int | None:
+        """The side of the last stage when the plan names it (end_size, or the list's last
+        size); None when it ends at the run's own size."""
+        return self.steps[-1][1] if self.steps is not None else self.end_size
 
     def sizes(self, total_epochs: int, final_size: int) -> list[int]:
         return [self.settings(e, total_epochs, final_size)["image_size"]

@@ -15,6 +15,7 @@ from archlab.data import (BatchPipeline, ImageData, Issues, channel_stats,
                           make_loader, train_val_split)
 from archlab.models import create_model
 from archlab.train import distributed
+from archlab.train.progressive import ProgressivePlan
 from archlab.train.recipe import Recipe
 
 SMALL_IMAGE = 64      # images of this side or less get the small-input stem by default
@@ -161,11 +162,16 @@ def setup_model(t, model: nn.Module | str) -> nn.Module:
 
 
 def setup_preprocess(t, net: nn.Module) -> dict[str, Any] | None:
-    """Image size (the data's own in memory, else the card's) and normalisation (the
-    data's statistics from scratch, the card's for pretrained weights)."""
+    """Image size (the recipe's; else where a progressive plan ends, since the last stage
+    is what the weights learn; else the data's own in memory, else the card's) and
+    normalisation (the data's statistics from scratch, the card's for pretrained
+    weights)."""
     r, data, card = t.recipe, t.data, t.card
+    last_stage = ProgressivePlan.from_recipe(r).last_size() if r.progressive else None
     if r.image_size:
         size = r.image_size
+    elif last_stage:
+        size = last_stage
     elif data.in_memory:
         size = data.image_size
     else:
