@@ -57,11 +57,11 @@ def test_shipped_presets_parse_and_build_every_model():
 
 
 def test_quick_tour_is_the_default_with_seven_families_and_a_baseline():
-    from archlab.study.report import _family_of
+    from archlab.study.summary import family_of
 
     p = load_protocol()
     assert p.name == "quick-tour" and p.dataset == "fashion-mnist"
-    families = {_family_of(e.name) for e in p.models}
+    families = {family_of(e.name) for e in p.models}
     assert len(families - {"classical"}) >= 7, families
     assert {"lenet", "vit", "classical"} <= families
     for e in p.models:

@@ -775,7 +775,7 @@ def _parse_sets(items: Sequence[str]) -> dict[str, Any]:
 
 
 def cmd_compare(args) -> int:
-    from archlab.study import runner
+    import archlab.study as runner
     from archlab.study.protocol import load_protocol, preset_path, presets
 
     if args.list:
