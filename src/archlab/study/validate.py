@@ -304,27 +304,29 @@ class ProtocolChecker:
 
     def limits(self, body: dict) -> None:
         """budget:, jobs: and measure:."""
-        budget = body.get("budget")
+        budget = self._mapping(body, "budget", BUDGET_KEYS, "{run: 10m, study: 2h}")
         if budget is not None:
-            if not isinstance(budget, dict):
-                self.error(("budget",), "budget is a mapping {run: 10m, study: 2h}")
-            else:
-                self.keys(budget, ("budget",), BUDGET_KEYS, "budget key")
-                for k in BUDGET_KEYS:
-                    try:
-                        parse_duration(budget.get(k), f"budget.{k}")
-                    except ValueError as e:
-                        self.error(("budget", k), str(e))
+            for k in BUDGET_KEYS:
+                try:
+                    parse_duration(budget.get(k), f"budget.{k}")
+                except ValueError as e:
+                    self.error(("budget", k), str(e))
         jobs = body.get("jobs")
         if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
             self.error(("jobs",), f"jobs is the number of runs trained side by side, a positive "
                                   f"integer (e.g. 2 on a 2-core CPU); got {jobs!r}")
-        measure = body.get("measure")
-        if measure is not None:
-            if not isinstance(measure, dict):
-                self.error(("measure",), "measure is a mapping {throughput_batch: 256}")
-            else:
-                self.keys(measure, ("measure",), MEASURE_KEYS, "measure key")
+        self._mapping(body, "measure", MEASURE_KEYS, "{throughput_batch: 256}")
+
+    def _mapping(self, body: dict, key: str, allowed: tuple, example: str) -> dict | None:
+        """body[key] when it is a mapping of allowed keys (problems noted), else None."""
+        value = body.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.error((key,), f"{key} is a mapping {example}")
+            return None
+        self.keys(value, (key,), allowed, f"{key} key")
+        return value
 
     def models(self, body: dict, listed: bool, wanted: list[str] | None,
                check_models: bool) -> list[ModelEntry]:
