@@ -12,11 +12,10 @@ from archlab.study.schema import Run
 
 
 class Printer:
-    """Study-level progress: one line before and after each run, with an estimate of what
-    is left from the cost (MACs x images) of the runs to go."""
+    """Study-level progress lines (none when not `enabled`) and the study's clock."""
 
-    def __init__(self, total: int, enabled: bool = True) -> None:
-        self.total, self.enabled = total, enabled
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.t0 = time.perf_counter()
 
     def say(self, text: str) -> None:

@@ -26,6 +26,9 @@ from archlab.study.store import DEFAULT_LEASE_S, Store, StoreError, worker_name
 
 @dataclass
 class StudyResult:
+    """What one command did to a study: every run of its protocol(s) afterwards, the
+    report it wrote, the runs done and failed here."""
+
     study_dir: Path
     db: str
     protocol: Protocol | None
@@ -62,8 +65,8 @@ class Session:
     todo: list[Run]
     printer: Printer
     result: StudyResult
+    data: DataCache
     worker: str = field(default_factory=worker_name)
-    data: DataCache | None = None
     costs: dict[str, float | None] = field(default_factory=dict)
 
     @property
@@ -100,8 +103,8 @@ def open_session(proto: Protocol | None, study: str | Path | None, db: str | Non
         todo = [r for r in all_runs if r.status != "done"
                 and (options.retry_failed or r.status != "failed")]
         session = Session(study_dir, db_spec, store, options, protocols, keys, todo,
-                          Printer(len(todo), options.verbose),
-                          StudyResult(study_dir, db_spec, proto), data=DataCache(options.root))
+                          Printer(options.verbose), StudyResult(study_dir, db_spec, proto),
+                          DataCache(options.root))
         _announce(session, proto, all_runs)
         if proto is not None and todo and options.verbose:
             _estimate_costs(session, proto)
