@@ -57,11 +57,11 @@ def test_shipped_presets_parse_and_build_every_model():
 
 
 def test_quick_tour_is_the_default_with_seven_families_and_a_baseline():
-    from archlab.study.report import _family_of
+    from archlab.study.summary import family_of
 
     p = load_protocol()
     assert p.name == "quick-tour" and p.dataset == "fashion-mnist"
-    families = {_family_of(e.name) for e in p.models}
+    families = {family_of(e.name) for e in p.models}
     assert len(families - {"classical"}) >= 7, families
     assert {"lenet", "vit", "classical"} <= families
     for e in p.models:
@@ -202,3 +202,15 @@ def test_transfer_preset_is_the_articles_two_phase_protocol():
         assert r.fine_tune and r.freeze_epochs > 0 and r.unfrozen_lr == (1e-5, 1e-4)
         assert r.head == "concat" and r.image_size == 224 and r.normalize == "model"
         assert r.pretrained and r.pretrained.split(":")[0] in ("tv", "timm"), e.name
+
+
+def test_list_protocols_reads_every_preset():
+    from archlab.study import list_protocols
+
+    rows = {r["name"]: r for r in list_protocols()}
+    assert set(rows) == set(presets())
+    quick = load_protocol("quick-tour")
+    assert rows["quick-tour"]["dataset"] == "fashion-mnist"
+    assert rows["quick-tour"]["models"] == len(quick.models)
+    assert rows["quick-tour"]["description"] == " ".join(quick.description.split())
+    assert rows["transfer-224"]["dataset"] is None      # the dataset comes from --data

@@ -313,3 +313,13 @@ def test_jobs_on_the_command_line_are_checked(tmp_path, capsys):
     assert "--jobs 0" in capsys.readouterr().err
     assert main(["compare", "--worker", "--jobs", "2", "--study", str(tmp_path)]) == 2
     assert "leave out --worker" in capsys.readouterr().err
+
+
+def test_compare_checks_jobs_itself(tmp_path):
+    """The API refuses what the command line refuses, before it opens anything."""
+    for jobs in (0, -1):
+        with pytest.raises(ValueError, match=f"jobs={jobs}"):
+            compare(study=tmp_path / "s", jobs=jobs)
+    with pytest.raises(ValueError, match="leave out --worker"):
+        compare(worker=True, study=tmp_path / "s", jobs=2)
+    assert not (tmp_path / "s").exists()

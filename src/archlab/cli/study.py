@@ -6,7 +6,7 @@ import signal
 from archlab._text import format_table
 from archlab.cli.recipe_flags import add_recipe_flags
 from archlab.study import (
-    ProtocolError, compare, install_sigterm, load_protocol, plan, presets, report,
+    compare, install_sigterm, list_protocols, load_protocol, plan, presets, report,
 )
 from archlab.train import parse_assignments
 
@@ -63,21 +63,9 @@ def _parser_compare(sub) -> None:
     p.set_defaults(func=cmd_compare)
 
 
-def _shipped_protocol(name: str):
-    """A preset as `load_protocol` reads it; one that leaves the dataset to --data (such as
-    transfer-224) is read with '(--data)' in its place."""
-    try:
-        return load_protocol(name)
-    except ProtocolError:
-        return load_protocol(name, data="(--data)")
-
-
 def _list_protocols() -> None:
-    rows = []
-    for name in presets():
-        proto = _shipped_protocol(name)
-        rows.append((name, proto.dataset, str(len(proto.models)),
-                     " ".join(str(proto.description).split())[:90]))
+    rows = [(p["name"], p["dataset"] or "(--data)", str(p["models"]), p["description"][:90])
+            for p in list_protocols()]
     print(format_table(rows, ("protocol", "data", "models", "description"), "llrl"))
 
 
@@ -95,9 +83,6 @@ def cmd_compare(args) -> int:
         _list_protocols()
         return 0
     overrides = parse_assignments(args.set)
-    if args.jobs is not None and args.worker:
-        raise ValueError("--worker is one worker process; start more `archlab compare "
-                         "--worker` commands, or leave out --worker and let --jobs N start them")
     if args.dry_run:
         _dry_run(args, overrides)
         return 0

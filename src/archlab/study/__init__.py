@@ -5,14 +5,24 @@ and a report that compares them.
     result = study.compare("quick-tour")              # or a YAML path; resumable
     study.report("studies/quick-tour")                # table + report.html + CSV
 
-protocol.py reads and validates protocol files, store.py is the study database (SQLite or
-PostgreSQL) with atomic claims for several workers, runner.py trains and measures each
-run, report.py writes the table, the plots and the CSV.
+From the top down: compare.py runs a study (work.py is the claim-and-train loop of every
+process, workers.py the local worker processes, run.py one run, console.py its lines in
+the terminal); report.py writes the table, the plots and the CSV (summary.py, plots.py,
+page.py); location.py says where a study lives; store.py and backends.py are the study
+database (SQLite or PostgreSQL) with atomic claims for several workers, its rows shaped
+by measures.py; protocol.py reads protocol files (validate.py checks them).
 """
+from archlab.study.compare import compare, plan  # noqa: F401
+from archlab.study.location import open_study, resolve_study  # noqa: F401
+from archlab.study.backends import is_url, open_store, redact_url  # noqa: F401
+from archlab.study.measures import RunMeasures  # noqa: F401
 from archlab.study.protocol import (  # noqa: F401
-    ModelEntry, Protocol, ProtocolError, load_protocol, parse_protocol, presets,
+    ModelEntry, Protocol, ProtocolError, list_protocols, load_protocol, parse_protocol,
+    preset_path, presets,
 )
-from archlab.study.report import print_results, report, summarize, write_report  # noqa: F401
-from archlab.study.runner import StudyResult, compare, open_study  # noqa: F401
-from archlab.study.runner import install_sigterm, plan  # noqa: F401
-from archlab.study.store import Run, Store, StoreError, open_store  # noqa: F401
+from archlab.study.report import report, write_report  # noqa: F401
+from archlab.study.schema import Run  # noqa: F401
+from archlab.study.store import Store, StoreError  # noqa: F401
+from archlab.study.summary import print_results, summarize  # noqa: F401
+from archlab.study.work import StudyResult  # noqa: F401
+from archlab.study.workers import install_sigterm  # noqa: F401

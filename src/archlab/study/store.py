@@ -21,69 +21,14 @@ import json
 import os
 import secrets
 import socket
-import sqlite3
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from archlab._version import __version__
+from archlab.study.measures import RESULT_COLUMNS
+from archlab.study.schema import SCHEMA, SCHEMA_VERSION, Run
 
-SCHEMA_VERSION = 1
 DEFAULT_LEASE_S = 120.0
-
-# Per-run columns holding the final measurements (`finish` fills them).
-RESULT_COLUMNS = ("epochs_done", "train_time", "wall_time", "params", "macs", "top1", "top5",
-                  "top1_tta", "top5_tta", "val_top1", "test_loss", "throughput", "peak_mem",
-                  "device", "note")
-
-_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS meta (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS protocols (
-        hash TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        body TEXT NOT NULL,
-        yaml TEXT,
-        created DOUBLE PRECISION NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS runs (
-        key TEXT PRIMARY KEY,
-        protocol_hash TEXT NOT NULL,
-        position INTEGER NOT NULL,
-        label TEXT NOT NULL,
-        model TEXT NOT NULL,
-        seed INTEGER NOT NULL,
-        entry TEXT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'pending',
-        worker TEXT,
-        heartbeat DOUBLE PRECISION,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        created DOUBLE PRECISION NOT NULL,
-        started DOUBLE PRECISION,
-        finished DOUBLE PRECISION,
-        run_dir TEXT,
-        archlab_version TEXT,
-        history TEXT,
-        epochs_done INTEGER,
-        train_time DOUBLE PRECISION,
-        wall_time DOUBLE PRECISION,
-        params BIGINT,
-        macs BIGINT,
-        top1 DOUBLE PRECISION,
-        top5 DOUBLE PRECISION,
-        top1_tta DOUBLE PRECISION,
-        top5_tta DOUBLE PRECISION,
-        val_top1 DOUBLE PRECISION,
-        test_loss DOUBLE PRECISION,
-        throughput DOUBLE PRECISION,
-        peak_mem BIGINT,
-        device TEXT,
-        result TEXT,
-        error TEXT,
-        note TEXT)""",
-    "CREATE INDEX IF NOT EXISTS runs_by_protocol ON runs (protocol_hash, status, position)",
-]
 
 
 class StoreError(RuntimeError):
@@ -95,7 +40,7 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def _local_worker_dead(worker: str | None) -> bool:
+def local_worker_dead(worker: str | None) -> bool:
     """True when `worker` ran on this host and its process no longer exists."""
     if not worker:
         return False
@@ -117,57 +62,6 @@ def _local_worker_dead(worker: str | None) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return False
-
-
-@dataclass
-class Run:
-    """A row of the runs table, JSON columns decoded."""
-
-    key: str
-    protocol_hash: str
-    position: int
-    label: str
-    model: str
-    seed: int
-    entry: dict[str, Any]
-    status: str
-    worker: str | None = None
-    heartbeat: float | None = None
-    attempts: int = 0
-    created: float | None = None
-    started: float | None = None
-    finished: float | None = None
-    run_dir: str | None = None
-    archlab_version: str | None = None
-    history: list[dict[str, Any]] | None = None
-    epochs_done: int | None = None
-    train_time: float | None = None
-    wall_time: float | None = None
-    params: int | None = None
-    macs: int | None = None
-    top1: float | None = None
-    top5: float | None = None
-    top1_tta: float | None = None
-    top5_tta: float | None = None
-    val_top1: float | None = None
-    test_loss: float | None = None
-    throughput: float | None = None
-    peak_mem: int | None = None
-    device: str | None = None
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    note: str | None = None
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "Run":
-        row = dict(row)
-        for k in ("entry", "history", "result"):
-            if isinstance(row.get(k), str):
-                row[k] = json.loads(row[k])
-        return cls(**row)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class Store(abc.ABC):
@@ -255,7 +149,7 @@ class Store(abc.ABC):
         try:
             self._begin_write(cur)
             self._schema_lock(cur)
-            for stmt in _SCHEMA:
+            for stmt in SCHEMA:
                 cur.execute(stmt)
             cur.execute(self._sql("SELECT value FROM meta WHERE key = 'schema'"))
             row = cur.fetchone()
@@ -365,7 +259,7 @@ class Store(abc.ABC):
                     chosen = row
                     break
                 stale = row["heartbeat"] is None or now - row["heartbeat"] > lease_s
-                if stale or _local_worker_dead(row["worker"]):
+                if stale or local_worker_dead(row["worker"]):
                     chosen = row
                     break
             if chosen is None:
@@ -402,7 +296,7 @@ class Store(abc.ABC):
         return self.execute(
             "UPDATE runs SET history = ?, epochs_done = ?, heartbeat = ? WHERE key = ? AND "
             "worker = ? AND status = 'running'",
-            (json.dumps(history, default=_json_default), len(history), time.time(), key,
+            (json.dumps(history, default=json_default), len(history), time.time(), key,
              worker)) == 1
 
     def finish(self, key: str, worker: str, values: dict[str, Any],
@@ -415,8 +309,8 @@ class Store(abc.ABC):
             f"UPDATE runs SET status = 'done', worker = ?, finished = ?, history = ?, "
             f"result = ?{', ' + sets if sets else ''} WHERE key = ? AND status IN "
             "('running', 'pending')",
-            (worker, time.time(), json.dumps(history or [], default=_json_default),
-             json.dumps(result, default=_json_default), *(values[c] for c in cols), key)) == 1
+            (worker, time.time(), json.dumps(history or [], default=json_default),
+             json.dumps(result, default=json_default), *(values[c] for c in cols), key)) == 1
 
     def fail(self, key: str, worker: str, error: str) -> bool:
         return self.execute(
@@ -446,105 +340,10 @@ class Store(abc.ABC):
         return {r["status"]: int(r["n"]) for r in rows}
 
 
-def _json_default(v: Any) -> Any:
+def json_default(v: Any) -> Any:
+    """JSON for numpy and torch scalars and arrays (and anything else as its str)."""
     if hasattr(v, "item"):
         return v.item()
     if hasattr(v, "tolist"):
         return v.tolist()
     return str(v)
-
-
-# --------------------------------------------------------------------------------------
-# SQLite
-# --------------------------------------------------------------------------------------
-
-
-class SQLiteStore(Store):
-    """A study in one SQLite file; safe for several processes on one machine (not over a
-    network file system: use PostgreSQL for several machines)."""
-
-    placeholder = "?"
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(str(path).removeprefix("sqlite:///").removeprefix("sqlite://"))
-        self.url = str(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        super().__init__()
-        self.init_schema()
-
-    def _connect(self):
-        conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None,
-                               check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 60000")
-        # WAL: readers never block the writer and the writer never blocks readers.
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            conn.execute("PRAGMA journal_mode = DELETE")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        return conn
-
-    def clone(self) -> "SQLiteStore":
-        return SQLiteStore(self.path)
-
-    def _begin_write(self, cur) -> None:
-        # Takes the write lock now, not at the first write: the claim's SELECT and UPDATE
-        # see and change the same state.
-        cur.execute("BEGIN IMMEDIATE")
-
-
-# --------------------------------------------------------------------------------------
-# PostgreSQL
-# --------------------------------------------------------------------------------------
-
-
-class PostgresStore(Store):
-    """A study in a PostgreSQL database, shared by workers on several machines."""
-
-    placeholder = "%s"
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        super().__init__()
-        self.init_schema()
-
-    def _connect(self):
-        try:
-            import psycopg
-        except ImportError:
-            raise StoreError("a PostgreSQL study needs psycopg: pip install 'psycopg[binary]'"
-                             ) from None
-        try:
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=20)
-        except psycopg.OperationalError as e:
-            raise StoreError(f"cannot connect to {_redact(self.url)}: "
-                             f"{str(e).strip().splitlines()[0]}") from None
-
-    def _begin_write(self, cur) -> None:
-        cur.execute("BEGIN")
-
-    def _lock_clause(self) -> str:
-        # Rows another worker is claiming are skipped, not waited for.
-        return " FOR UPDATE SKIP LOCKED"
-
-    def _schema_lock(self, cur) -> None:
-        # Two workers creating the tables at once would collide in the catalog.
-        cur.execute("SELECT pg_advisory_xact_lock(741852963)")
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, to print."""
-    import re
-
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
-
-
-def is_url(spec: str) -> bool:
-    return str(spec).startswith(("postgresql://", "postgres://"))
-
-
-def open_store(spec: str | os.PathLike) -> Store:
-    """A store from a PostgreSQL URL or an SQLite file path (created if missing)."""
-    spec = str(spec)
-    if is_url(spec):
-        return PostgresStore(spec)
-    return SQLiteStore(spec)

@@ -1,0 +1,135 @@
+"""report.html: the study's results, plots, runs, model cards and protocol in one
+self-contained page, written from the template templates/report.html.j2 (autoescaped;
+CSS, script and plots inline, the CSV files as data: links, so that it needs no network).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any, Sequence
+
+from archlab._text import fmt_time, pct
+from archlab._version import __version__
+from archlab.study import plots
+from archlab.study.entry import card_of
+from archlab.study.schema import Run
+from archlab.study.summary import (TABLE_HEADERS, ModelSummary, runs_csv, summarize,
+                                   summary_csv, table_rows, table_sort_values)
+
+RESULTS_CSV = "results.csv"
+SUMMARY_CSV = "summary.csv"
+REPORT_HTML = "report.html"
+TEMPLATE = "report.html.j2"
+
+# The captions say what each plot answers.
+CAPTIONS = {
+    "time": "What a minute of training buys: test top-1 against the training time of the "
+            "protocol (the closing chart of the comparison article). Error bars: ±1 sd over "
+            "seeds. Dashed: the Pareto front (nothing is both faster and more accurate).",
+    "params": "Parameters as built for this dataset (classes and input channels).",
+    "macs": "MACs of one image at the protocol's input size (counted by torch's flop "
+            "counter; the classical baseline has none).",
+    "seeds": "Each dot is a run; a difference smaller than the spread is not a result.",
+    "curves": "Every run, epoch by epoch: a curve still rising when the protocol stops says "
+              "the model wants more epochs, not that it is worse.",
+    "confusion": "Rows: the true class; columns: the prediction; counts on the test set.",
+    "per_class": "Which classes are hard, and for which architecture.",
+}
+
+
+def _template():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("archlab.study", "templates"),
+                             autoescape=True, keep_trailing_newline=True)
+    return env.get_template(TEMPLATE)
+
+
+def _data_uri(text: str) -> str:
+    return "data:text/csv;base64," + base64.b64encode(text.encode()).decode()
+
+
+def _plots(summaries: Sequence[ModelSummary]) -> dict[str, dict[str, Any]]:
+    from markupsafe import Markup
+
+    colours = plots.colours(summaries)
+    best = next((s for s in summaries if s.done), None)
+    svgs = {
+        "time": plots.scatter(summaries, "train_time", "Accuracy against training time",
+                              "training time (s)", colours, "p-time"),
+        "params": plots.scatter(summaries, "params", "Accuracy against parameters",
+                                "parameters", colours, "p-params"),
+        "macs": plots.scatter(summaries, "macs", "Accuracy against MACs",
+                              "multiply-accumulates per image", colours, "p-macs"),
+        "seeds": plots.seed_plot(summaries, colours, "p-seeds"),
+        "curves": plots.curves(summaries, colours, "p-curves"),
+        "confusion": plots.confusion(best.best_run, "p-confusion") if best else None,
+        "per_class": plots.per_class(summaries, "p-perclass"),
+    }
+    ids = {"time": "plot-accuracy-time", "params": "plot-accuracy-params",
+           "macs": "plot-accuracy-macs", "seeds": "plot-seeds", "curves": "plot-curves",
+           "confusion": "plot-confusion", "per_class": "plot-per-class"}
+    # matplotlib's own SVG: the one piece of the page not escaped.
+    return {k: {"id": ids[k], "caption": CAPTIONS[k], "svg": None if svg is None else Markup(svg)}
+            for k, svg in svgs.items()}
+
+
+def _results(summaries: Sequence[ModelSummary]) -> list[dict[str, Any]]:
+    out = []
+    for row, values, s in zip(table_rows(summaries), table_sort_values(summaries), summaries):
+        cells = [{"text": c, "v": str(v) if v is not None else ("-1" if c == "-" else None)}
+                 for c, v in zip(row, values)]
+        out.append({"cells": cells, "failed": any(r.status == "failed" for r in s.runs)})
+    return out
+
+
+def _runs(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    return [{"label": r.label, "seed": r.seed, "status": r.status, "failed": r.status == "failed",
+             "epochs": r.epochs_done if r.epochs_done is not None else "-",
+             "train_time": fmt_time(r.train_time), "wall_time": fmt_time(r.wall_time),
+             "top1": pct(r.top1), "top1_tta": pct(r.top1_tta), "val_top1": pct(r.val_top1),
+             "device": r.device or "-",
+             "note": (r.error if r.status == "failed" else r.note) or ""}
+            for r in sorted(runs, key=lambda r: (r.label, r.seed))]
+
+
+def _cards(summaries: Sequence[ModelSummary]) -> list[dict[str, Any]]:
+    out = []
+    for model in dict.fromkeys(s.model for s in summaries):
+        try:
+            card = card_of(model)
+        except Exception:  # noqa: BLE001 - a model no longer registered
+            continue
+        out.append({"model": model, "family": card.family, "paper": card.paper,
+                    "year": card.year, "arxiv": card.arxiv, "key_idea": card.key_idea})
+    return out
+
+
+def build_html(runs: Sequence[Run], protocol: dict[str, Any] | None, study: str,
+               db: str) -> str:
+    """The page for the runs of one protocol (a row of the study's protocols table)."""
+    summaries = summarize(runs)
+    protocol = protocol or {}
+    body = protocol.get("body") or {}
+    done = [r for r in runs if r.status == "done"]
+    return _template().render(
+        name=protocol.get("name") or "study", dataset=(body.get("data") or {}).get("dataset", "?"),
+        train_n=next(((r.result or {}).get("train_images") for r in done if r.result), None)
+        or "?",
+        test_n=next(((r.result or {}).get("test_images") for r in done if r.result), None)
+        or "?",
+        protocol_hash=protocol.get("hash", ""), n_runs=len(runs),
+        counts={s: sum(r.status == s for r in runs)
+                for s in ("done", "running", "pending", "failed")},
+        devices=", ".join(sorted({r.device for r in done if r.device})) or "no device yet",
+        version=__version__, written=time.strftime("%Y-%m-%d %H:%M"), db=db,
+        description=body.get("description"), multi_seed=any(len(s.done) > 1 for s in summaries),
+        headers=TABLE_HEADERS, left={1, 2, len(TABLE_HEADERS) - 1}, results=_results(summaries),
+        tta=body.get("tta") or [], results_csv=RESULTS_CSV, summary_csv=SUMMARY_CSV,
+        results_uri=_data_uri(runs_csv(runs)), summary_uri=_data_uri(summary_csv(summaries)),
+        plots=_plots(summaries), runs=_runs(runs), cards=_cards(summaries),
+        protocol_text=protocol.get("yaml") or json.dumps(body, indent=1))
+
+
+__all__ = ["REPORT_HTML", "RESULTS_CSV", "SUMMARY_CSV", "build_html"]

@@ -1,0 +1,237 @@
+"""One run of a study: train (or fit the classical baseline), evaluate and measure one
+claimed (architecture, seed) pair, and record it.
+
+Each run is measured the same way: top-1/top-5 on the test split, with and without
+test-time augmentation; training time (the trainer's, without evaluation); parameters and
+MACs at the run's input size (counted on the meta device); inference throughput at a fixed
+batch; peak memory (the CUDA allocator's peak on a GPU, the process's peak resident memory
+on a CPU, reset for every run on Linux).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from archlab.analysis import profile
+from archlab.study.data import DataCache
+from archlab.study.entry import ModelEntry, card_of
+from archlab.study.lease import Heartbeat, LeaseLost, RunWatch, budget_spent
+from archlab.study.measure import PeakMemory, measure_throughput
+from archlab.study.measures import RunMeasures
+from archlab.study.protocol import Protocol
+from archlab.study.schema import Run
+from archlab.study.store import DEFAULT_LEASE_S, Store
+
+
+@dataclass
+class RunContext:
+    """What every run of one process shares: the protocol, the study, the data."""
+
+    protocol: Protocol
+    store: Store
+    study_dir: Path
+    worker: str
+    device: str | None
+    data: DataCache
+    verbose: bool = True
+    progress: bool = True
+    lease_s: float = DEFAULT_LEASE_S
+
+
+@dataclass
+class Trained:
+    """A network after its training (or what the run budget let it finish)."""
+
+    model: torch.nn.Module
+    info: dict[str, Any]
+    history: list[dict[str, Any]]
+    best: Any
+    note: str | None = None
+
+
+def execute_run(run: Run, ctx: RunContext) -> RunMeasures:
+    """Train, evaluate and measure one claimed run; record it. Returns its measures."""
+    protocol = ctx.protocol
+    entry = ModelEntry(**{k: v for k, v in run.entry.items() if k != "path"})
+    spec = next((r for r in protocol.runs() if r.key == run.key), None)
+    dir_name = spec.dir_name if spec is not None else f"{entry.label}-s{run.seed}-{run.key[:8]}"
+    rel_dir = f"runs/{dir_name}"
+    run_dir = ctx.study_dir / rel_dir
+    ctx.store.set_run_dir(run.key, ctx.worker, rel_dir)
+    train, test = ctx.data.get(protocol)
+    interval = max(1.0, min(30.0, ctx.lease_s / 4))
+    heartbeat = Heartbeat(ctx.store, run.key, ctx.worker, interval)
+    heartbeat.start()
+    t0 = time.perf_counter()
+    try:
+        if entry.classical:
+            measures, history, result = _run_classical(entry, run, protocol, train, test,
+                                                       run_dir, ctx)
+        else:
+            measures, history, result = _run_network(entry, run, protocol, train, test,
+                                                     run_dir, ctx, heartbeat)
+    finally:
+        heartbeat.stop()
+    measures.wall_time = time.perf_counter() - t0
+    result["family"] = card_of(entry.name).family
+    if not ctx.store.finish(run.key, ctx.worker, measures.as_dict(), history, result):
+        raise LeaseLost(f"{entry.label} seed {run.seed} was finished by another worker")
+    return measures
+
+
+def _train_network(entry: ModelEntry, run: Run, protocol: Protocol, train, run_dir: Path,
+                   ctx: RunContext, heartbeat: Heartbeat, recipe, device) -> Trained:
+    """Train (or resume) the run's network; a run the budget stopped keeps what it has."""
+    from archlab.train import (TrainingInterrupted, fit, has_checkpoint, load_checkpoint,
+                               load_trained)
+
+    watch = RunWatch(ctx.store, run.key, ctx.worker, heartbeat, protocol.run_budget)
+    resume = has_checkpoint(run_dir)
+    if resume and budget_spent(run_dir, protocol.run_budget):
+        model, info = load_trained(run_dir, device)
+        state = load_checkpoint(run_dir)[0]
+        history = state["history"]
+        return Trained(model, info, history, state.get("best"),
+                       f"stopped by the run budget after epoch {len(history)} of "
+                       f"{recipe.epochs}")
+    try:
+        res = fit(entry.name, train, recipe, run_dir=run_dir, resume=resume,
+                  callbacks=[watch], verbose=ctx.verbose)
+        return Trained(res.model, res.info, res.history, res.best)
+    except TrainingInterrupted:
+        if watch.lost:
+            raise LeaseLost(f"{entry.label} seed {run.seed} was taken over by another "
+                            "worker (heartbeat too old); leaving it to them") from None
+        if not watch.over_budget:
+            raise
+        model, info = load_trained(run_dir, device)
+        return Trained(model, info, watch.history, load_checkpoint(run_dir)[0].get("best"),
+                       f"stopped by the run budget ({protocol.run_budget:g} s) after epoch "
+                       f"{len(watch.history)} of {recipe.epochs}")
+
+
+def _run_network(entry: ModelEntry, run: Run, protocol: Protocol, train, test, run_dir: Path,
+                 ctx: RunContext, heartbeat: Heartbeat):
+    from archlab.train import evaluate_tta, resolve_device
+
+    extra: dict[str, Any] = {"progress": ctx.progress}
+    if ctx.device:
+        extra["device"] = ctx.device
+    recipe = protocol.recipe_for(entry, run.seed, **extra)
+    device = resolve_device(ctx.device or recipe.device)
+    memory = PeakMemory(device)
+    t = _train_network(entry, run, protocol, train, run_dir, ctx, heartbeat, recipe, device)
+    train_peak = memory.read()
+    pre = t.info["preprocess"]
+    amp = device.type == "cuda" if recipe.amp is None else recipe.amp
+    metrics, tta = evaluate_tta(t.model, pre, test, protocol.tta, device,
+                                batch_size=max(256, 2 * recipe.batch_size), amp=amp,
+                                workers=recipe.workers)
+    m = protocol.measure
+    size = pre["image_size"]
+    throughput = measure_throughput(t.model, (pre["in_chans"], size, size), device,
+                                    int(m["throughput_batch"]), float(m["throughput_seconds"]),
+                                    amp)
+    kwargs = dict(t.info["model_kwargs"])
+    in_chans = kwargs.pop("in_chans", pre["in_chans"])
+    prof = profile(entry.name, img_size=size, in_chans=in_chans, device="meta", **kwargs)
+    last = t.history[-1] if t.history else {}
+    measures = RunMeasures(
+        epochs_done=len(t.history), train_time=last.get("train_time"), params=prof.params,
+        macs=prof.macs, top1=metrics.top1, top5=metrics.top5,
+        top1_tta=tta.top1 if tta else None, top5_tta=tta.top5 if tta else None,
+        val_top1=last.get("val_top1"), test_loss=metrics.loss, throughput=throughput,
+        peak_mem=train_peak, device=_device_name(device), note=t.note)
+    result = {
+        "classes": metrics.classes, "confusion": metrics.confusion,
+        "per_class": metrics.per_class,
+        "confusion_tta": tta.confusion if tta else None, "tta_views": protocol.tta,
+        "test_images": metrics.n, "train_images": len(train) and _train_count(train, recipe),
+        "image_size": size, "in_chans": pre["in_chans"], "epochs_planned": recipe.epochs,
+        "recipe": t.info.get("recipe"), "model_kwargs": t.info["model_kwargs"], "best": t.best,
+        "peak_mem_kind": memory.kind if memory.per_run else f"{memory.kind} (process)",
+        "throughput_batch": int(m["throughput_batch"]), "amp": amp,
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }
+    return measures, t.history, result
+
+
+def _train_count(train, recipe) -> int:
+    from archlab.data import train_val_split
+
+    idx, _ = train_val_split(train.targets, recipe.val_fraction, recipe.seed,
+                             recipe.train_fraction)
+    return len(idx)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(device)
+
+
+def _run_classical(entry: ModelEntry, run: Run, protocol: Protocol, train, test,
+                   run_dir: Path, ctx: RunContext):
+    import numpy as np
+
+    from archlab.classical import create_classical
+    from archlab.data import train_val_split
+    from archlab.train import Meter
+
+    recipe = protocol.recipe_for(entry, run.seed)
+    memory = PeakMemory(torch.device("cpu"))
+    kwargs = {"seed": run.seed, **entry.model_kwargs}
+    clf = create_classical(entry.name, **kwargs)
+    train_idx, val_idx = train_val_split(train.targets, recipe.val_fraction, recipe.seed,
+                                         recipe.train_fraction)
+    if not train.in_memory or not test.in_memory:
+        size = recipe.image_size or clf.config.upscale
+        train, test = train.to_memory(size), test.to_memory(size)
+    tr = train.subset(train_idx)
+    if ctx.verbose:
+        print(f"training {entry.label} on {tr.describe()}", flush=True)
+    t0 = time.perf_counter()
+    clf.fit(tr.images, tr.targets.numpy(), classes=train.classes)
+    train_time = time.perf_counter() - t0
+
+    def scores(data) -> tuple[Any, Any]:
+        meter = Meter(data.num_classes)
+        s = torch.from_numpy(np.ascontiguousarray(clf.decision_function(data.images)))
+        meter.update(s, data.targets)
+        return meter.result(data.classes), s
+
+    row: dict[str, Any] = {"epoch": 1, "train_time": train_time, "epoch_time": train_time}
+    if len(val_idx):
+        val_m, _ = scores(train.subset(val_idx))
+        row["val_top1"] = val_m.top1
+    t1 = time.perf_counter()
+    test_m, _ = scores(test)
+    throughput = len(test) / (time.perf_counter() - t1)
+    peak = memory.read()
+    clf.save(run_dir / "sift-bovw.safetensors")
+    if ctx.verbose:
+        print(f"  {entry.label}: {clf.timings and ', '.join(f'{k} {v:.1f}s' for k, v in clf.timings.items())}"
+              + (f"; val top-1 {row['val_top1']:.2%}" if "val_top1" in row else ""), flush=True)
+    history = [row]
+    measures = RunMeasures(
+        epochs_done=1, train_time=train_time, params=clf.num_params, macs=None,
+        top1=test_m.top1, top5=test_m.top5, top1_tta=None, top5_tta=None,
+        val_top1=row.get("val_top1"), test_loss=None, throughput=throughput, peak_mem=peak,
+        device="cpu (OpenCV, scikit-learn)",
+        note="no test-time augmentation (not a network)" if protocol.tta else None)
+    result = {
+        "classes": test_m.classes, "confusion": test_m.confusion, "per_class": test_m.per_class,
+        "tta_views": [], "test_images": test_m.n, "train_images": len(tr),
+        "image_size": clf.config.upscale, "config": clf.config.__dict__,
+        "timings": clf.timings, "peak_mem_kind": memory.kind, "epochs_planned": 1,
+    }
+    return measures, history, result
+
+
+__all__ = ["RunContext", "execute_run"]
