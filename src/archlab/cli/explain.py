@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from archlab.cli.options import add_command, add_options
 from archlab.explain import explain
 
 
@@ -12,16 +13,7 @@ def add_commands(sub) -> None:
 
 
 def _parser_explain(sub) -> None:
-    p = sub.add_parser("explain", help="what a network looks at: filters, top patches, "
-                                       "saliency, Grad-CAM, attention, errors",
-                       description="Write pictures of what a model has learnt, and an "
-                                   "index.html gathering them: first-layer filters, "
-                                   "max-activating dataset patches, attribution maps of images "
-                                   "(saliency, smoothgrad, integrated_gradients, gradcam, "
-                                   "occlusion; attention and rollout for ViT/DeiT) and the "
-                                   "error analysis (confusion, most-confused pairs, top "
-                                   "losses). A checkpoint brings its dataset; a model name "
-                                   "has random weights unless --pretrained is given.")
+    p = add_command(sub, "explain", cmd_explain)
     p.add_argument("model", help="run directory or .safetensors left by `archlab train` or "
                                  "`archlab convert`, or a registered model name")
     p.add_argument("images", nargs="*",
@@ -34,26 +26,33 @@ def _parser_explain(sub) -> None:
     p.add_argument("--out", help="output folder (default: explain/<model>)")
     p.add_argument("--data", help="dataset for patches, errors and example images "
                                   "(default: the one a checkpoint was trained on)")
-    p.add_argument("--split", help="train, test or all (default: test where there is one)")
+    add_options(p, "--split")
     p.add_argument("--limit", type=int, default=2000,
                    help="images searched for max-activating patches (default 2000)")
     p.add_argument("--layers", nargs="+", help="layers for patches (default: the stages)")
     p.add_argument("--channels", help="channels for patches: N (the first N) or a list 0,5,9")
-    p.add_argument("--top-k", type=int, default=9, help="patches per channel")
+    add_options(p, "--top-k", top_k=dict(default=9, help="patches per channel"))
     p.add_argument("--target", help="class (name or index) to explain (default: predicted)")
     p.add_argument("--layer", help="Grad-CAM's layer (default: the last convolutional stage)")
     p.add_argument("--num-images", type=int, default=4,
                    help="dataset images to explain when none are given")
     p.add_argument("--pretrained", help="weights for a model name")
-    p.add_argument("--num-classes", type=int, help="for a model name (default 1000)")
-    p.add_argument("--in-chans", type=int, help="for a model name (default 3)")
-    p.add_argument("--small-input", action="store_true", help="the 28-64 px variant")
-    p.add_argument("--img-size", type=int, help="side images are resized to")
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=cmd_explain)
+    add_options(p, "--num-classes", "--in-chans", "--small-input", "--img-size", "--device",
+                num_classes=dict(default=None, help="for a model name (default 1000)"),
+                in_chans=dict(default=None, help="for a model name (default 3)"),
+                img_size=dict(help="side images are resized to"),
+                device=dict(default="cpu"))
 
 
 def cmd_explain(args) -> int:
+    """what a network looks at: filters, top patches, saliency, Grad-CAM, attention, errors
+
+    Write pictures of what a model has learnt, and an index.html gathering them: first-layer
+    filters, max-activating dataset patches, attribution maps of images (saliency,
+    smoothgrad, integrated_gradients, gradcam, occlusion; attention and rollout for
+    ViT/DeiT) and the error analysis (confusion, most-confused pairs, top losses). A
+    checkpoint brings its dataset; a model name has random weights unless --pretrained
+    is given."""
     channels = None
     if args.channels:
         values = [int(c) for c in args.channels.replace(",", " ").split()]

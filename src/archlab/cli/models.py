@@ -12,6 +12,7 @@ from archlab._text import format_table, human
 from archlab.analysis import (
     conv_output, model_costs, profile, receptive_field, separable_cost, stacked_convs,
 )
+from archlab.cli.options import add_command, add_options
 
 
 def add_commands(sub) -> None:
@@ -31,19 +32,19 @@ def _fmt_field(f) -> str:
 
 
 def _parser_models(sub) -> None:
-    p = sub.add_parser("models", help="list the registered architectures with their cost",
-                       description="List registered architectures: family, year, parameters "
-                                   "and MACs at the default resolution (counted on the meta "
-                                   "device, no memory used; the first run counts and caches "
-                                   "them in ~/.cache/archlab).")
+    p = add_command(sub, "models", cmd_models)
     p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'resnet*'")
     p.add_argument("--family", help="only this family (see --families)")
     p.add_argument("--families", action="store_true", help="list the families and stop")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_models)
+    add_options(p, "--json")
 
 
 def cmd_models(args) -> int:
+    """list the registered architectures with their cost
+
+    List registered architectures: family, year, parameters and MACs at the default
+    resolution (counted on the meta device, no memory used; the first run counts and
+    caches them in ~/.cache/archlab)."""
     if args.families:
         for fam in archlab.list_families():
             print(f"{fam:16s} {len(archlab.list_models(family=fam))} models")
@@ -74,21 +75,12 @@ def cmd_models(args) -> int:
 
 
 def _parser_info(sub) -> None:
-    p = sub.add_parser("info", help="a model's card, cost and layer table",
-                       description="Print a model's card (paper, year, key idea), its "
-                                   "parameters, MACs/FLOPs and activation memory at a "
-                                   "resolution, the receptive field of its last feature map, "
-                                   "and with --layers a per-layer table.")
+    p = add_command(sub, "info", cmd_info)
     p.add_argument("name")
-    p.add_argument("--img-size", type=int, help="input side in pixels (default: the card's)")
-    p.add_argument("--in-chans", type=int, default=3)
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--small-input", action="store_true", help="the 28-64 px variant")
-    p.add_argument("--batch-size", type=int, default=1, help="for activation memory")
+    add_options(p, "--img-size", "--in-chans", "--num-classes", "--small-input", "--batch-size",
+                "--json", batch_size=dict(default=1, help="for activation memory"))
     p.add_argument("--layers", action="store_true", help="print the per-layer table")
     p.add_argument("--depth", type=int, help="table rows at this module depth (default: leaves)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_info)
 
 
 def _architecture_lines(model) -> list[str]:
@@ -122,6 +114,11 @@ def _architecture_lines(model) -> list[str]:
 
 
 def cmd_info(args) -> int:
+    """a model's card, cost and layer table
+
+    Print a model's card (paper, year, key idea), its parameters, MACs/FLOPs and activation
+    memory at a resolution, the receptive field of its last feature map, and with
+    --layers a per-layer table."""
     card = archlab.model_card(args.name)
     kw = {"img_size": args.img_size} if args.img_size and "vit" in card.family else {}
     with torch.device("meta"):
@@ -169,10 +166,7 @@ def cmd_info(args) -> int:
 
 
 def _parser_calc(sub) -> None:
-    p = sub.add_parser("calc", help="the course's formulas for any numbers",
-                       description="Convolution arithmetic: output size, stacked small "
-                                   "kernels against one large one, depthwise-separable cost, "
-                                   "receptive field of a chain of layers.")
+    p = add_command(sub, "calc", cmd_calc)
     s = p.add_subparsers(dest="what", required=True)
     c = s.add_parser("conv", help="output size of a convolution or pooling")
     c.add_argument("--size", type=int, required=True)
@@ -192,11 +186,14 @@ def _parser_calc(sub) -> None:
     r = s.add_parser("rf", help="receptive field of a chain of layers")
     r.add_argument("layers", nargs="+", metavar="KxS",
                    help="kernel x stride per layer, e.g. 7x2 3x2 3x1 3x1")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_calc)
+    add_options(p, "--json")
 
 
 def cmd_calc(args) -> int:
+    """the course's formulas for any numbers
+
+    Convolution arithmetic: output size, stacked small kernels against one large one,
+    depthwise-separable cost, receptive field of a chain of layers."""
     if args.what == "conv":
         result = conv_output(args.size, args.kernel, args.stride, args.padding,
                                   args.dilation)
@@ -250,21 +247,20 @@ def cmd_calc(args) -> int:
 
 
 def _parser_convert(sub) -> None:
-    p = sub.add_parser("convert", help="a torchvision/timm/efficientnet-pytorch checkpoint "
-                                       "into archlab's safetensors",
-                       description="Convert a peer's state dict into an archlab checkpoint "
-                                   "(safetensors). The source layout and the architecture are "
-                                   "detected when not given.")
+    p = add_command(sub, "convert", cmd_convert)
     p.add_argument("input", help=".pth/.pt/.bin/.safetensors state dict")
     p.add_argument("output", help="the .safetensors file to write")
     p.add_argument("--from", dest="source",
                    help="torchvision, timm, efficientnet-pytorch or archlab (default: detect)")
     p.add_argument("--model", help="archlab model name (default: detect)")
     p.add_argument("--num-classes", type=int, help="default: the checkpoint's")
-    p.set_defaults(func=cmd_convert)
 
 
 def cmd_convert(args) -> int:
+    """a torchvision/timm/efficientnet-pytorch checkpoint into archlab's safetensors
+
+    Convert a peer's state dict into an archlab checkpoint (safetensors). The source layout
+    and the architecture are detected when not given."""
     out, name, report = archlab.convert_file(args.input, args.output, args.model, args.source,
                                      args.num_classes)
     print(f"{args.input} -> {out} ({name}): {report}")

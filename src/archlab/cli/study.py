@@ -4,6 +4,7 @@ from __future__ import annotations
 import signal
 
 from archlab._text import format_table
+from archlab.cli.options import add_command, add_options
 from archlab.cli.recipe_flags import add_recipe_flags
 from archlab.study import (
     compare, install_sigterm, list_protocols, load_protocol, plan, presets, report,
@@ -17,14 +18,7 @@ def add_commands(sub) -> None:
 
 
 def _parser_compare(sub) -> None:
-    p = sub.add_parser(
-        "compare", help="train many architectures under one protocol; results in a study",
-        description="Run every (architecture, seed) pair of a protocol, record each run in "
-                    "the study database (SQLite beside the study, or PostgreSQL with --db), "
-                    "then print the results table and write report.html. Running the same "
-                    "command again resumes: finished runs are skipped, an interrupted one "
-                    "continues from its checkpoint. `archlab compare --worker --study DIR` "
-                    "(or --db URL) in more processes or on more machines shares the work.")
+    p = add_command(sub, "compare", cmd_compare)
     p.add_argument("protocol", nargs="?",
                    help="a preset (" + ", ".join(presets()) + "; default "
                         "quick-tour) or a protocol YAML file")
@@ -33,7 +27,7 @@ def _parser_compare(sub) -> None:
                         "overrides; other registered names use the shared recipe)")
     p.add_argument("--data", help="the dataset instead of the protocol's: fashion-mnist, "
                                   "mnist, digits, cifar10, cifar100, a folder or a CSV")
-    p.add_argument("--data-root", help="folder holding the named dataset's files")
+    add_options(p, "--data-root")
     p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="e.g. --seeds 0 1 2")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change the protocol, e.g. --set recipe.epochs=3 "
@@ -42,9 +36,8 @@ def _parser_compare(sub) -> None:
     p.add_argument("--db", help="the study database: a PostgreSQL URL "
                                 "(postgresql://user@host/db) for workers on several machines, "
                                 "or an SQLite file (default: <study>/study.db)")
-    p.add_argument("--worker", action="store_true",
-                   help="join an existing study (--study or --db) and take runs until none "
-                        "is left; writes no report")
+    p.add_argument("--worker", action="store_true", help="join an existing study (--study "
+                   "or --db) and take runs until none is left; writes no report")
     p.add_argument("--jobs", type=int, metavar="N",
                    help="train N runs side by side, each in a worker process with its share "
                         "of the CPU cores (default: the protocol's jobs, else 1)")
@@ -60,7 +53,6 @@ def _parser_compare(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     p.add_argument("--quiet", action="store_true",
                    help="only the study's lines, not the trainer's")
-    p.set_defaults(func=cmd_compare)
 
 
 def _list_protocols() -> None:
@@ -79,6 +71,13 @@ def _dry_run(args, overrides) -> None:
 
 
 def cmd_compare(args) -> int:
+    """train many architectures under one protocol; results in a study
+
+    Run every (architecture, seed) pair of a protocol, record each run in the study database
+    (SQLite beside the study, or PostgreSQL with --db), then print the results table and
+    write report.html. Running the same command again resumes: finished runs are
+    skipped, an interrupted one continues from its checkpoint. `archlab compare --worker
+    --study DIR` (or --db URL) in more processes or on more machines shares the work."""
     if args.list:
         _list_protocols()
         return 0
@@ -102,22 +101,22 @@ def cmd_compare(args) -> int:
 
 
 def _parser_report(sub) -> None:
-    p = sub.add_parser("report", help="the results table, report.html and CSV of a study",
-                       description="Print the results table of a study and write its "
-                                   "self-contained report.html (plots of accuracy against "
-                                   "training time, parameters and MACs, learning curves, "
-                                   "spread over seeds, confusion matrix, model cards, the "
-                                   "protocol) with results.csv and summary.csv beside it.")
+    p = add_command(sub, "report", cmd_report)
     p.add_argument("study", help="a study directory, its study.db, or a PostgreSQL URL")
     p.add_argument("--out", help="where to write the HTML (default: <study>/report.html)")
     p.add_argument("--protocol", help="which protocol of the study, by name or hash prefix "
                                       "(default: the most recently active)")
     p.add_argument("--csv", help="also write every run to this CSV file")
     p.add_argument("--no-html", action="store_true", help="only the table (and --csv)")
-    p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
+    """the results table, report.html and CSV of a study
+
+    Print the results table of a study and write its self-contained report.html (plots of
+    accuracy against training time, parameters and MACs, learning curves, spread over
+    seeds, confusion matrix, model cards, the protocol) with results.csv and summary.csv
+    beside it."""
     path = report(args.study, out=args.out, protocol=args.protocol, csv_path=args.csv,
                   html_report=not args.no_html)
     if path is not None:

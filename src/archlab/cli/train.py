@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from archlab._text import format_table
+from archlab.cli.options import add_command, add_options
 from archlab.cli.recipe_flags import add_recipe_flags, flag_name, given_flags, recipe_from_args
 from archlab.train import evaluate, fit, has_checkpoint, lr_find, predict, presets, read_model
 
@@ -29,25 +30,20 @@ def _recipe_group(p: argparse.ArgumentParser, skip=()) -> None:
 
 
 def _parser_train(sub) -> None:
-    p = sub.add_parser("train", help="train a model on a dataset, with checkpoints",
-                       description="Train a registered model on a dataset. Checkpoints "
-                                   "(safetensors + JSON) are written after every epoch and on "
-                                   "Ctrl-C; --resume continues a stopped or killed run. "
-                                   "Metrics go to metrics.jsonl and metrics.csv in the run "
-                                   "directory.")
+    p = add_command(sub, "train", cmd_train)
     p.add_argument("--model", help="registered name (see `archlab models`); default: the "
                                    "recipe's")
     p.add_argument("--data", help="fashion-mnist, mnist, digits, cifar10, cifar100, a folder "
                                   "of class subfolders, or a CSV of path,label")
-    p.add_argument("--data-root", help="folder holding the named dataset's files "
-                                       "(default: $ARCHLAB_DATA, the cache, /usr/share/datasets)")
+    add_options(p, "--data-root", data_root=dict(
+        help="folder holding the named dataset's files (default: $ARCHLAB_DATA, the cache, "
+             "/usr/share/datasets)"))
     p.add_argument("--recipe", help="a preset name (" + ", ".join(presets())
                                     + ") or a YAML file")
     p.add_argument("--out", help="run directory (default: runs/<model>-<data>)")
     p.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or --out) from its last checkpoint")
     _recipe_group(p)
-    p.set_defaults(func=cmd_train)
 
 
 def _default_run_dir(model: str, data: str) -> Path:
@@ -95,6 +91,11 @@ def _start(args) -> tuple:
 
 
 def cmd_train(args) -> int:
+    """train a model on a dataset, with checkpoints
+
+    Train a registered model on a dataset. Checkpoints (safetensors + JSON) are written
+    after every epoch and on Ctrl-C; --resume continues a stopped or killed run. Metrics
+    go to metrics.jsonl and metrics.csv in the run directory."""
     run_dir, result = _resume(args) if args.resume else _start(args)
     if _rank() > 0:  # under torchrun the first process speaks for all
         return 0
@@ -109,15 +110,10 @@ def cmd_train(args) -> int:
 
 
 def _parser_lr_find(sub) -> None:
-    p = sub.add_parser("lr-find", help="learning-rate range test: loss against lr, a suggestion",
-                       description="Train for up to --num-it steps with the learning rate "
-                                   "growing exponentially from --start-lr to --end-lr, stop "
-                                   "when the smoothed loss exceeds 4x its minimum, put the "
-                                   "weights back, plot loss against lr and suggest a rate "
-                                   "(fastai's 'valley': the middle of the longest descent).")
+    p = add_command(sub, "lr-find", cmd_lr_find, progress=False)
     p.add_argument("model", help="registered name (see `archlab models`)")
     p.add_argument("--data", required=True, help="a dataset spec, as for `archlab train`")
-    p.add_argument("--data-root", help="folder holding the named dataset's files")
+    add_options(p, "--data-root")
     p.add_argument("--recipe", help="a preset name or a YAML file (optimizer, batch size...)")
     p.add_argument("--start-lr", type=float, default=1e-7)
     p.add_argument("--end-lr", type=float, default=10.0)
@@ -125,10 +121,15 @@ def _parser_lr_find(sub) -> None:
     p.add_argument("--suggest", default="valley", choices=("valley", "steep", "minimum"))
     p.add_argument("--plot", default="lr_find.png", help="PNG to write (default lr_find.png)")
     _recipe_group(p, skip=_NOT_FOR_LR_FIND)
-    p.set_defaults(func=cmd_lr_find, progress=False)
 
 
 def cmd_lr_find(args) -> int:
+    """learning-rate range test: loss against lr, a suggestion
+
+    Train for up to --num-it steps with the learning rate growing exponentially from
+    --start-lr to --end-lr, stop when the smoothed loss exceeds 4x its minimum, put the
+    weights back, plot loss against lr and suggest a rate (fastai's 'valley': the middle
+    of the longest descent)."""
     recipe = recipe_from_args(args)
     result = lr_find(args.model, args.data, recipe, start_lr=args.start_lr,
                      end_lr=args.end_lr, num_it=args.num_it, suggest=args.suggest,
@@ -144,21 +145,12 @@ def cmd_lr_find(args) -> int:
 
 
 def _parser_eval(sub) -> None:
-    p = sub.add_parser("eval", help="accuracy, per-class table and confusion of a trained model",
-                       description="Evaluate a model trained by `archlab train` (its run "
-                                   "directory or a .safetensors it wrote) on a dataset: "
-                                   "loss, top-1 and top-5 accuracy, per-class accuracy and "
-                                   "the confusion matrix.")
-    p.add_argument("checkpoint", help="run directory, model.safetensors or best.safetensors")
+    p = add_command(sub, "eval", cmd_eval)
+    add_options(p, "checkpoint")
     p.add_argument("--data", help="dataset spec (default: the one it trained on)")
-    p.add_argument("--data-root", help="folder holding the named dataset's files")
-    p.add_argument("--split", help="train, test or all (default: test where there is one)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, help="DataLoader workers for image files")
-    p.add_argument("--strict", action="store_true", help="stop at the first undecodable file")
+    add_options(p, "--data-root", "--split", "--batch-size", "--device", "--workers", "--strict",
+                "--json")
     p.add_argument("--no-confusion", action="store_true", help="skip the confusion matrix")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--tta", metavar="VIEWS",
                    help="test-time augmentation: average the softmax over views: flip, shift, "
                         "five_crop, ten_crop (AlexNet), aug:N, or a '+' of them")
@@ -168,10 +160,14 @@ def _parser_eval(sub) -> None:
     p.add_argument("--tta-crop-from", choices=("resize", "pad"), default="resize",
                    help="crops of images held in memory come from the image upscaled by "
                         "1/0.875 (resize) or reflect-padded to that size (pad)")
-    p.set_defaults(func=cmd_eval)
 
 
 def cmd_eval(args) -> int:
+    """accuracy, per-class table and confusion of a trained model
+
+    Evaluate a model trained by `archlab train` (its run directory or a .safetensors it
+    wrote) on a dataset: loss, top-1 and top-5 accuracy, per-class accuracy and the
+    confusion matrix."""
     data = args.data
     if data is None:
         _w, info = read_model(args.checkpoint)
@@ -205,20 +201,18 @@ def cmd_eval(args) -> int:
 
 
 def _parser_predict(sub) -> None:
-    p = sub.add_parser("predict", help="top-k classes of image files with a trained model",
-                       description="Classify image files (or every image in folders) with a "
-                                   "model trained by `archlab train`; prints the top-k classes "
-                                   "with their probabilities.")
-    p.add_argument("checkpoint", help="run directory, model.safetensors or best.safetensors")
+    p = add_command(sub, "predict", cmd_predict)
+    add_options(p, "checkpoint")
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_predict)
+    add_options(p, "--top-k", "--batch-size", "--device", "--json",
+                batch_size=dict(default=64))
 
 
 def cmd_predict(args) -> int:
+    """top-k classes of image files with a trained model
+
+    Classify image files (or every image in folders) with a model trained by `archlab
+    train`; prints the top-k classes with their probabilities."""
     results = predict(args.checkpoint, args.images, top_k=args.top_k,
                       batch_size=args.batch_size, device=args.device)
     if args.json:
