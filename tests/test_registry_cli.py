@@ -185,3 +185,15 @@ def test_cli_compare_list_reads_the_protocols(capsys):
     assert "transfer-224" in out and "(--data)" in out  # its dataset comes from --data
     assert main(["compare", "--set", "recipe.epochs", "--dry-run"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_the_top_level_api_names_every_step_of_the_users_path():
+    import archlab.study
+    from archlab.explain import explain
+
+    # DESIGN.md's public API: compare and report join the top level beside fit and explain.
+    assert archlab.compare is archlab.study.compare
+    assert archlab.report is archlab.study.report
+    assert archlab.explain is explain
+    missing = [n for n in archlab.__all__ if not hasattr(archlab, n)]
+    assert not missing, missing

@@ -7,6 +7,8 @@
     archlab.profile("vgg16", img_size=224).macs
     data = archlab.load_dataset("fashion-mnist")
     result = archlab.fit("resnet20", data, archlab.Recipe(epochs=2), run_dir="runs/r20")
+    study = archlab.compare("quick-tour")          # many architectures, one protocol
+    archlab.report("studies/quick-tour")           # its table, report.html and CSV
 """
 from archlab._version import __version__
 from archlab.explain import explain  # loads the package, then archlab.explain is the function
@@ -15,6 +17,7 @@ from archlab.data import ImageData, load_dataset
 from archlab.models import ModelCard, create_model, list_families, list_models, model_card
 from archlab.models.convert import convert_file
 from archlab.models.weights import load_checkpoint, save_state_dict
+from archlab.study import compare, report
 from archlab.train import (
     Evaluation, FitResult, Recipe, TrainingDiverged, TrainingInterrupted, deepen, evaluate,
     fine_tune, fine_tune_at_resolution, fit, load_trained, lr_find, predict, tta_predict,
@@ -23,8 +26,8 @@ from archlab.train import (
 
 __all__ = [
     "Evaluation", "FitResult", "ImageData", "ModelCard", "Profile", "Recipe",
-    "TrainingDiverged", "TrainingInterrupted", "convert_file", "create_model", "deepen",
+    "TrainingDiverged", "TrainingInterrupted", "compare", "convert_file", "create_model", "deepen",
     "evaluate", "explain", "fine_tune", "fine_tune_at_resolution", "fit", "list_families",
     "list_models", "load_checkpoint", "load_dataset", "load_trained", "lr_find",
-    "model_card", "predict", "profile", "save_state_dict", "tta_predict",
+    "model_card", "predict", "profile", "report", "save_state_dict", "tta_predict",
 ]
