@@ -13,7 +13,9 @@ from archlab.data.decode import (  # noqa: F401
     DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, is_image_name, open_image, to_image_mode,
 )
 from archlab.data.errors import DataError, ImageFileError, Issues  # noqa: F401
-from archlab.data.load import dataset_splits, load_dataset, load_splits  # noqa: F401
+from archlab.data.load import (  # noqa: F401
+    dataset_splits, evaluation_split, load_dataset, load_splits,
+)
 from archlab.data.loader import FileLoader, MemoryLoader, epoch_seed, make_loader  # noqa: F401
 from archlab.data.named import FASHION_MNIST_CLASSES, NAMED, read_idx  # noqa: F401
 from archlab.data.split import indices_digest, stratified_split, train_val_split  # noqa: F401

@@ -42,6 +42,12 @@ def dataset_splits(spec: str) -> tuple[str, ...]:
     return ("all",)
 
 
+def evaluation_split(spec: str) -> str:
+    """The split a trained model is judged on when none is named: the source's test split,
+    or all of it when it has none (a plain folder, a CSV)."""
+    return "test" if "test" in dataset_splits(spec) else "all"
+
+
 def load_dataset(spec: str, split: str = "train", *, root: str | os.PathLike | None = None,
                  image_size: int | None = None, in_chans: int | None = None,
                  classes: Sequence[str] | None = None, download: bool | None = None,

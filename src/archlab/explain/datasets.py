@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import torch
 
 from archlab.data import (
-    BatchPipeline, ImageData, ImageFileError, dataset_splits, eval_transform, load_dataset,
+    BatchPipeline, ImageData, ImageFileError, eval_transform, evaluation_split, load_dataset,
     open_image,
 )
 from archlab.explain.images import InputImage
@@ -24,8 +24,7 @@ def read_dataset(subject: Subject, data: Any, split: str | None = None):
     if not isinstance(data, (str, Path)):
         return data
     spec = str(data)
-    split = split or ("test" if "test" in dataset_splits(spec) else "all")
-    return load_dataset(spec, split, in_chans=subject.in_chans,
+    return load_dataset(spec, split or evaluation_split(spec), in_chans=subject.in_chans,
                         classes=subject.classes if subject.classes and Path(spec).exists()
                         else None)
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from archlab.data import (DEFAULT_MAX_PIXELS, BatchPipeline, ImageData, ImageFileError,
-                          Issues, dataset_splits, eval_transform, is_image_name, load_dataset,
+                          Issues, eval_transform, evaluation_split, is_image_name, load_dataset,
                           make_loader, open_image, to_image_mode)
 from archlab.models import CheckpointError
 from archlab.train import finetune
@@ -83,10 +83,8 @@ def evaluate(model: nn.Module | str | Path, data: ImageData | str, *, split: str
     pre = info["preprocess"]
     classes = info.get("classes")
     if isinstance(data, str):
-        if split is None:
-            split = "test" if "test" in dataset_splits(data) else "all"
-        data = load_dataset(data, split, classes=classes, in_chans=pre.get("in_chans"),
-                            strict=strict, root=root)
+        data = load_dataset(data, split or evaluation_split(data), classes=classes,
+                            in_chans=pre.get("in_chans"), strict=strict, root=root)
     if classes is not None and data.classes != list(classes):
         raise ValueError(f"the data's classes {data.classes} are not the model's {classes}")
     size, crop_pct = pre["image_size"], pre.get("crop_pct", 0.875)
