@@ -41,7 +41,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from archlab.models.layers import ImageClassifier, get_act
+from archlab.models.layers import FullyConnectedClassifier, get_act
 from archlab.models.registry import Paper, register_model
 
 VGG_PAPER = Paper(
@@ -120,7 +120,7 @@ def make_stages(config: tuple[tuple[str, ...], ...], in_chans: int, batch_norm: 
     return nn.Sequential(layers), info
 
 
-class VGG(ImageClassifier):
+class VGG(FullyConnectedClassifier):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
                  config: str = "D", batch_norm: bool = False, drop_rate: float = 0.5,
                  fc_dim: int | None = None, pool_size: int | None = None,
@@ -167,22 +167,6 @@ class VGG(ImageClassifier):
                 # 512-wide head trains about 3 points faster in two epochs (Fashion-MNIST).
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
-        if pre_logits:
-            return self.classifier[:-1](x)
-        return self.classifier(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier.fc8
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.classifier.fc8 = nn.Linear(self.classifier.fc8.in_features, num_classes)
 
     # torchvision numbers the layers of `features` and `classifier`; ours are the same layers
     # in the same order with names, so the conversion is positional.
