@@ -176,6 +176,7 @@ class BlockOptions:
                              "block='bottleneck'")
 
     def new_act(self) -> nn.Module:
+        """A fresh activation, in place (a module per layer, so that hooks see each one)."""
         return get_act(self.act, inplace=True)
 
 
