@@ -12,7 +12,7 @@ from torch import nn
 
 import archlab
 from archlab.models.resnet import (
-    BasicBlock, PreActBottleneck, SimpleSelfAttention, ZeroPadShortcut, _Block,
+    BasicBlock, BlockOptions, PreActBottleneck, SimpleSelfAttention, ZeroPadShortcut, _Block,
 )
 
 
@@ -202,7 +202,7 @@ def test_bottleneck_inner_width(name, width, groups):
 
 def test_basic_block_refuses_groups():
     with pytest.raises(ValueError, match="bottleneck"):
-        BasicBlock(64, 64, groups=32, base_width=4)
+        BasicBlock(64, 64, opts=BlockOptions(groups=32, base_width=4))
 
 
 # -- fastai's simple self-attention ------------------------------------------------------

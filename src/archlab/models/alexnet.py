@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import torch
 from torch import nn
 
-from archlab.models.layers import ImageClassifier, get_act
+from archlab.models.layers import FullyConnectedClassifier, get_act
 from archlab.models.registry import Paper, register_model
 
 ALEXNET = Paper(
@@ -34,7 +33,7 @@ _TWO_TOWER = ((96, 11, 4, 2), (256, 5, 1, 2), (384, 3, 1, 1), (384, 3, 1, 1), (2
 _TOWER_GROUPS = (1, 2, 1, 2, 2)  # conv3 is the one layer whose filters see both GPUs
 
 
-class AlexNet(ImageClassifier):
+class AlexNet(FullyConnectedClassifier):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
                  towers: int = 1, drop_rate: float = 0.5, fc_dim: int | None = None,
                  act: str | type[nn.Module] = "relu") -> None:
@@ -81,22 +80,6 @@ class AlexNet(ImageClassifier):
             dict(num_chs=convs[1][0], reduction=2 if small_input else 8, module="features.relu2"),
             dict(num_chs=chs, reduction=4 if small_input else 16, module="features.relu5"),
         ]
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
-        if pre_logits:
-            return self.classifier[:-1](x)
-        return self.classifier(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier.fc8
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.classifier.fc8 = nn.Linear(self.classifier.fc8.in_features, num_classes)
 
     checkpoint_key_maps = {
         "torchvision": [

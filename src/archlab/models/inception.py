@@ -99,6 +99,19 @@ class _AuxNetwork(ImageClassifier):
                 aux.append(getattr(self, self._aux_after[name])(x))
         return x, aux
 
+    def _add_head(self, num_classes: int, drop_rate: float, small_input: bool,
+                  stages: tuple[tuple[int, str], ...]) -> None:
+        """The pooled linear head on the last of the five stages both networks report
+        (channels, module): the stem's two halvings (none for small_input), then three
+        grid reductions."""
+        self.num_features = stages[-1][0]
+        self.head = ClassifierHead(self.num_features, num_classes, pool="avg",
+                                   drop_rate=drop_rate)
+        s = 1 if small_input else 4
+        reductions = (max(1, s // 2), s, 2 * s, 4 * s, 8 * s)
+        self.feature_info = [dict(num_chs=chs, reduction=r, module=module)
+                             for (chs, module), r in zip(stages, reductions)]
+
     def aux_heads(self) -> list[nn.Module]:
         return [getattr(self, h) for h in self._aux_after.values() if getattr(self, h) is not None]
 
@@ -159,9 +172,25 @@ class InceptionModule(nn.Module):
                           self.branch_pool(x)], 1)
 
 
-class GoogLeNetAux(nn.Module):
+class _AuxClassifier(nn.Module):
+    """An auxiliary classifier: its last linear layer (named `last`, as the peer names it)
+    maps to the classes, so `reset_classifier` replaces it with the main one."""
+
+    last = "fc"
+
+    @property
+    def fc_out(self) -> nn.Linear:
+        return getattr(self, self.last)
+
+    def reset(self, num_classes: int) -> None:
+        setattr(self, self.last, nn.Linear(self.fc_out.in_features, num_classes))
+
+
+class GoogLeNetAux(_AuxClassifier):
     """An auxiliary classifier (section 5): pool to 4×4, a 1×1 convolution to 128 channels,
     a 1024-wide fully connected layer, 70% dropout, the classes."""
+
+    last = "fc2"
 
     def __init__(self, in_chs: int, num_classes: int, drop_rate: float = 0.7,
                  norm: bool = True) -> None:
@@ -171,13 +200,6 @@ class GoogLeNetAux(nn.Module):
         self.fc1 = nn.Linear(128 * 4 * 4, 1024)
         self.act = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(drop_rate)
-        self.fc2 = nn.Linear(1024, num_classes)
-
-    @property
-    def fc_out(self) -> nn.Linear:
-        return self.fc2
-
-    def reset(self, num_classes: int) -> None:
         self.fc2 = nn.Linear(1024, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -255,16 +277,9 @@ class GoogLeNet(_AuxNetwork):
             self.aux2 = GoogLeNetAux(528, num_classes, aux_drop_rate, norm=bn)
         else:
             self.aux1 = self.aux2 = None
-        self.num_features = chs
-        self.head = ClassifierHead(chs, num_classes, pool="avg", drop_rate=drop_rate)
-        s = 1 if small_input else 4  # the stride before the Inception modules
-        self.feature_info = [
-            dict(num_chs=64, reduction=max(1, s // 2), module="conv1"),
-            dict(num_chs=192, reduction=s, module="conv3"),
-            dict(num_chs=480, reduction=2 * s, module="inception3b"),
-            dict(num_chs=832, reduction=4 * s, module="inception4e"),
-            dict(num_chs=1024, reduction=8 * s, module="inception5b"),
-        ]
+        self._add_head(num_classes, drop_rate, small_input,
+                       ((64, "conv1"), (192, "conv3"), (480, "inception3b"),
+                        (832, "inception4e"), (chs, "inception5b")))
         # A 3×3 pooling needs a map of at least 2 (its windows round up, ceil_mode), which
         # the stride-2 convolution and first two poolings leave from 15 px (4 px without them).
         self.min_input_size = 4 if small_input else 15
@@ -409,7 +424,7 @@ class Block8(nn.Module):
         return torch.cat([self.branch1x1(x), b3, bd, bp], 1)
 
 
-class InceptionV3Aux(nn.Module):
+class InceptionV3Aux(_AuxClassifier):
     """The auxiliary classifier on the 17×17 grid (Figure 8): 5×5 average pooling of stride 3
     (17 -> 5), a 1×1 convolution, a 5×5 convolution to 768 (batch-normalised, the paper's
     "BN-auxiliary"), the classes."""
@@ -418,13 +433,6 @@ class InceptionV3Aux(nn.Module):
         super().__init__()
         self.conv0 = _conv(in_chs, 128, 1)
         self.conv1 = _conv(128, 768, 5)
-        self.fc = nn.Linear(768, num_classes)
-
-    @property
-    def fc_out(self) -> nn.Linear:
-        return self.fc
-
-    def reset(self, num_classes: int) -> None:
         self.fc = nn.Linear(768, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -482,16 +490,9 @@ class InceptionV3(_AuxNetwork):
                         "mixed5b", "mixed5c", "mixed5d", "mixed6a", "mixed6b", "mixed6c",
                         "mixed6d", "mixed6e", "mixed7a", "mixed7b", "mixed7c")
         self._aux_after = {"mixed6e": "aux"}
-        self.num_features = 2048
-        self.head = ClassifierHead(2048, num_classes, pool="avg", drop_rate=drop_rate)
-        s = 1 if small_input else 4  # the stride of the stem before its second pooling
-        self.feature_info = [
-            dict(num_chs=64, reduction=max(1, s // 2), module="conv2b"),
-            dict(num_chs=192, reduction=s, module="conv4a"),
-            dict(num_chs=288, reduction=2 * s, module="mixed5d"),
-            dict(num_chs=768, reduction=4 * s, module="mixed6e"),
-            dict(num_chs=2048, reduction=8 * s, module="mixed7c"),
-        ]
+        self._add_head(num_classes, drop_rate, small_input,
+                       ((64, "conv2b"), (192, "conv4a"), (288, "mixed5d"), (768, "mixed6e"),
+                        (2048, "mixed7c")))
         # The unpadded stem and grid reductions need 75 px to leave a 1×1 map at the end
         # (15 px for the small_input stem).
         self.min_input_size = 15 if small_input else 75

@@ -143,6 +143,19 @@ class ImageClassifier(nn.Module, metaclass=abc.ABCMeta):
 # --------------------------------------------------------------------------------------
 
 
+def init_conv_bn(model: nn.Module) -> None:
+    """He initialisation (1502.01852) of every convolution, for the ReLU that follows it:
+    normal with variance 2 / fan-out, as torchvision and timm do; every batch norm starts
+    as the identity. Modules are visited in registration order, so the random draws are
+    too."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None,
                    round_limit: float = 0.9) -> int:
     """Round a channel count to a multiple of `divisor` (hardware likes multiples of 8),
@@ -412,6 +425,33 @@ class ClassifierHead(nn.Module):
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(self.flatten(self.global_pool(x)))
         return x if pre_logits else self.fc(x)
+
+
+class FullyConnectedClassifier(ImageClassifier):
+    """The 2012-2014 shape, AlexNet's and VGG's: convolutional `features`, the map pooled to
+    a fixed grid (`avgpool`), flattened, and fully connected layers (`classifier`, whose
+    last layer `fc8` maps to the classes) before Network-in-Network's global pool replaced
+    them. The family builds the four modules; the head methods are shared here."""
+
+    features: nn.Module
+    avgpool: nn.Module
+    classifier: nn.Sequential
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(x), 1)
+        if pre_logits:
+            return self.classifier[:-1](x)
+        return self.classifier(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier.fc8
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.classifier.fc8 = nn.Linear(self.classifier.fc8.in_features, num_classes)
 
 
 # --------------------------------------------------------------------------------------

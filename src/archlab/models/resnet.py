@@ -37,6 +37,7 @@ timm's ResNet checkpoints load by renaming only the classifier (ours sits in `he
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archlab.models.layers import (ClassifierHead, DropPath, ImageClassifier, SqueezeExcite,
-                                   get_act)
+                                   get_act, init_conv_bn)
 from archlab.models.registry import Paper, register_model
 
 RESNET = Paper(
@@ -144,6 +145,41 @@ class SimpleSelfAttention(nn.Module):
 # --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class BlockOptions:
+    """What a residual block takes besides its size: the ResNet flags that reach every block.
+
+    residual: False builds the plain twin (no shortcut). groups / base_width: ResNeXt's
+    cardinality and the channels per group at the first stage (a wide ResNet doubles it);
+    bottleneck only. stride_3x3: ResNet-B, the bottleneck's stride on its 3×3. attn ("se"),
+    sa / sym and drop_path end the residual branch (see `_Block`). act: the activation.
+    """
+
+    residual: bool = True
+    groups: int = 1
+    base_width: int = 64
+    stride_3x3: bool = True
+    attn: str | None = None
+    sa: bool = False
+    sym: bool = False
+    drop_path: float = 0.0
+    act: str | type[nn.Module] = "relu"
+
+    def __post_init__(self) -> None:
+        if self.attn not in (None, "se"):
+            raise ValueError(f"attn must be None or 'se', got {self.attn!r}")
+
+    def refuse_groups(self) -> None:
+        """A basic block has no 3×3 to group or widen."""
+        if self.groups != 1 or self.base_width != 64:
+            raise ValueError("groups and base_width (ResNeXt, wide ResNets) need "
+                             "block='bottleneck'")
+
+    def new_act(self) -> nn.Module:
+        """A fresh activation, in place (a module per layer, so that hooks see each one)."""
+        return get_act(self.act, inplace=True)
+
+
 class _Block(nn.Module):
     """What every block shares: the residual branch ends with optional SE and
     self-attention, stochastic depth, and then meets the shortcut (or, in a plain net,
@@ -151,16 +187,20 @@ class _Block(nn.Module):
 
     expansion = 1
 
-    def _tail(self, out_chs: int, downsample: nn.Module | None, residual: bool,
-              attn: str | None, sa: bool, sym: bool, drop_path: float) -> None:
-        if attn not in (None, "se"):
-            raise ValueError(f"attn must be None or 'se', got {attn!r}")
+    def _tail(self, out_chs: int, downsample: nn.Module | None, opts: BlockOptions) -> None:
         # SE on the residual branch before the addition (Fig. 3 of 1709.01507).
-        self.se = SqueezeExcite(out_chs, rd_ratio=1 / 16) if attn == "se" else nn.Identity()
-        self.sa = SimpleSelfAttention(out_chs, sym) if sa else nn.Identity()
-        self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
+        self.se = (SqueezeExcite(out_chs, rd_ratio=1 / 16) if opts.attn == "se"
+                   else nn.Identity())
+        self.sa = SimpleSelfAttention(out_chs, opts.sym) if opts.sa else nn.Identity()
+        self.drop_path = DropPath(opts.drop_path) if opts.drop_path else nn.Identity()
         self.downsample = downsample
-        self.residual = residual
+        self.residual = opts.residual
+
+    def zero_init_last(self) -> None:
+        """Zero the residual branch's last layer, so that the block starts as the identity:
+        its last norm, or pre-activated, its last convolution (registered before `_tail`)."""
+        layers = [m for m in self.children() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+        nn.init.zeros_(layers[-1].weight)
 
     def _join(self, branch: torch.Tensor, shortcut_in: torch.Tensor, x: torch.Tensor
               ) -> torch.Tensor:
@@ -170,35 +210,46 @@ class _Block(nn.Module):
         return branch + (x if self.downsample is None else self.downsample(shortcut_in))
 
 
+_DEFAULTS = BlockOptions()
+
+
 class BasicBlock(_Block):
     """Two 3×3 convolutions and the shortcut (ResNet-18/34, the CIFAR nets)."""
 
     def __init__(self, in_chs: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None, residual: bool = True, groups: int = 1,
-                 base_width: int = 64, stride_3x3: bool = True, attn: str | None = None,
-                 sa: bool = False, sym: bool = False, drop_path: float = 0.0,
-                 act: str | type[nn.Module] = "relu") -> None:
+                 downsample: nn.Module | None = None, opts: BlockOptions = _DEFAULTS) -> None:
         super().__init__()
-        if groups != 1 or base_width != 64:
-            raise ValueError("groups and base_width (ResNeXt, wide ResNets) need "
-                             "block='bottleneck'")
-        self.conv1 = _conv3x3(in_chs, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.act1 = get_act(act, inplace=True)
-        self.conv2 = _conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self._tail(planes, downsample, residual, attn, sa, sym, drop_path)
-        self.act2 = get_act(act, inplace=True)
-
-    def zero_init_last(self) -> None:
-        nn.init.zeros_(self.bn2.weight)
+        opts.refuse_groups()
+        # Fig. 2 (left), a row a layer: conv-BN-ReLU, conv-BN, the addition, ReLU.
+        self.conv1, self.bn1, self.act1 = (_conv3x3(in_chs, planes, stride),
+                                           nn.BatchNorm2d(planes), opts.new_act())
+        self.conv2, self.bn2 = _conv3x3(planes, planes), nn.BatchNorm2d(planes)
+        self._tail(planes, downsample, opts)
+        self.act2 = opts.new_act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
         return self.act2(self._join(out, x, x))
 
 
-class Bottleneck(_Block):
+class _Bottleneck(_Block):
+    """What both bottlenecks share: 1×1 reduce, 3×3, 1×1 expand by 4."""
+
+    expansion = 4
+
+    def _shape(self, planes: int, stride: int, opts: BlockOptions
+               ) -> tuple[int, int, int, int]:
+        """(inner width, output channels, stride of the first 1×1, stride of the 3×3).
+
+        The inner width has `base_width` channels per group at the first stage. ResNet-B
+        strides the 3×3, which sees every pixel; the original strides the first 1×1, which
+        then reads only a quarter of its input."""
+        width = int(planes * opts.base_width / 64) * opts.groups
+        s1x1, s3x3 = (1, stride) if opts.stride_3x3 else (stride, 1)
+        return width, planes * self.expansion, s1x1, s3x3
+
+
+class Bottleneck(_Bottleneck):
     """1×1 reduce, 3×3, 1×1 expand by 4 (ResNet-50/101/152): deep at little cost.
 
     The 3×3 convolution is `groups`-way grouped with `base_width` channels per group at
@@ -206,29 +257,18 @@ class Bottleneck(_Block):
     puts the stride on the 3×3 (ResNet-B, torchvision's "v1.5") rather than on the first
     1×1, which would read only a quarter of its input."""
 
-    expansion = 4
-
     def __init__(self, in_chs: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None, residual: bool = True, groups: int = 1,
-                 base_width: int = 64, stride_3x3: bool = True, attn: str | None = None,
-                 sa: bool = False, sym: bool = False, drop_path: float = 0.0,
-                 act: str | type[nn.Module] = "relu") -> None:
+                 downsample: nn.Module | None = None, opts: BlockOptions = _DEFAULTS) -> None:
         super().__init__()
-        width = int(planes * base_width / 64) * groups
-        out_chs = planes * self.expansion
-        self.conv1 = _conv1x1(in_chs, width, 1 if stride_3x3 else stride)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.act1 = get_act(act, inplace=True)
-        self.conv2 = _conv3x3(width, width, stride if stride_3x3 else 1, groups)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.act2 = get_act(act, inplace=True)
-        self.conv3 = _conv1x1(width, out_chs)
-        self.bn3 = nn.BatchNorm2d(out_chs)
-        self._tail(out_chs, downsample, residual, attn, sa, sym, drop_path)
-        self.act3 = get_act(act, inplace=True)
-
-    def zero_init_last(self) -> None:
-        nn.init.zeros_(self.bn3.weight)
+        width, out_chs, s1x1, s3x3 = self._shape(planes, stride, opts)
+        # Fig. 5 (right), a row a layer: 1×1 reduce, 3×3, 1×1 expand, the addition, ReLU.
+        self.conv1, self.bn1, self.act1 = (_conv1x1(in_chs, width, s1x1),
+                                           nn.BatchNorm2d(width), opts.new_act())
+        self.conv2, self.bn2, self.act2 = (_conv3x3(width, width, s3x3, opts.groups),
+                                           nn.BatchNorm2d(width), opts.new_act())
+        self.conv3, self.bn3 = _conv1x1(width, out_chs), nn.BatchNorm2d(out_chs)
+        self._tail(out_chs, downsample, opts)
+        self.act3 = opts.new_act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
@@ -242,24 +282,15 @@ class PreActBasicBlock(_Block):
     the projection shortcut reads the pre-activated input, as the paper's code does."""
 
     def __init__(self, in_chs: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None, residual: bool = True, groups: int = 1,
-                 base_width: int = 64, stride_3x3: bool = True, attn: str | None = None,
-                 sa: bool = False, sym: bool = False, drop_path: float = 0.0,
-                 act: str | type[nn.Module] = "relu") -> None:
+                 downsample: nn.Module | None = None, opts: BlockOptions = _DEFAULTS) -> None:
         super().__init__()
-        if groups != 1 or base_width != 64:
-            raise ValueError("groups and base_width (ResNeXt, wide ResNets) need "
-                             "block='bottleneck'")
-        self.bn1 = nn.BatchNorm2d(in_chs)
-        self.act1 = get_act(act, inplace=True)
-        self.conv1 = _conv3x3(in_chs, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.act2 = get_act(act, inplace=True)
-        self.conv2 = _conv3x3(planes, planes)
-        self._tail(planes, downsample, residual, attn, sa, sym, drop_path)
-
-    def zero_init_last(self) -> None:
-        nn.init.zeros_(self.conv2.weight)
+        opts.refuse_groups()
+        # Fig. 4(e), a row a layer: BN-ReLU-conv twice, then the addition and nothing else.
+        self.bn1, self.act1, self.conv1 = (nn.BatchNorm2d(in_chs), opts.new_act(),
+                                           _conv3x3(in_chs, planes, stride))
+        self.bn2, self.act2, self.conv2 = (nn.BatchNorm2d(planes), opts.new_act(),
+                                           _conv3x3(planes, planes))
+        self._tail(planes, downsample, opts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.act1(self.bn1(x))
@@ -267,36 +298,26 @@ class PreActBasicBlock(_Block):
         return self._join(out, pre, x)
 
 
-class PreActBottleneck(_Block):
+class PreActBottleneck(_Bottleneck):
     """The bottleneck with BN-ReLU before each of its three convolutions (1603.05027)."""
 
-    expansion = 4
-
     def __init__(self, in_chs: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None, residual: bool = True, groups: int = 1,
-                 base_width: int = 64, stride_3x3: bool = True, attn: str | None = None,
-                 sa: bool = False, sym: bool = False, drop_path: float = 0.0,
-                 act: str | type[nn.Module] = "relu") -> None:
+                 downsample: nn.Module | None = None, opts: BlockOptions = _DEFAULTS) -> None:
         super().__init__()
-        width = int(planes * base_width / 64) * groups
-        out_chs = planes * self.expansion
-        self.bn1 = nn.BatchNorm2d(in_chs)
-        self.act1 = get_act(act, inplace=True)
-        self.conv1 = _conv1x1(in_chs, width, 1 if stride_3x3 else stride)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.act2 = get_act(act, inplace=True)
-        self.conv2 = _conv3x3(width, width, stride if stride_3x3 else 1, groups)
-        self.bn3 = nn.BatchNorm2d(width)
-        self.act3 = get_act(act, inplace=True)
-        self.conv3 = _conv1x1(width, out_chs)
-        self._tail(out_chs, downsample, residual, attn, sa, sym, drop_path)
-
-    def zero_init_last(self) -> None:
-        nn.init.zeros_(self.conv3.weight)
+        width, out_chs, s1x1, s3x3 = self._shape(planes, stride, opts)
+        # A row a layer: BN-ReLU before each of 1×1 reduce, 3×3, 1×1 expand; the addition.
+        self.bn1, self.act1, self.conv1 = (nn.BatchNorm2d(in_chs), opts.new_act(),
+                                           _conv1x1(in_chs, width, s1x1))
+        self.bn2, self.act2, self.conv2 = (nn.BatchNorm2d(width), opts.new_act(),
+                                           _conv3x3(width, width, s3x3, opts.groups))
+        self.bn3, self.act3, self.conv3 = (nn.BatchNorm2d(width), opts.new_act(),
+                                           _conv1x1(width, out_chs))
+        self._tail(out_chs, downsample, opts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.act1(self.bn1(x))
-        out = self.conv2(self.act2(self.bn2(self.conv1(pre))))
+        out = self.conv1(pre)
+        out = self.conv2(self.act2(self.bn2(out)))
         out = self.conv3(self.act3(self.bn3(out)))
         return self._join(out, pre, x)
 
@@ -366,6 +387,8 @@ class ResNet(ImageClassifier):
         self.act1 = nn.Identity() if preact else get_act(act, inplace=True)
         self.maxpool = nn.Identity() if tiny else nn.MaxPool2d(3, 2, 1)
 
+        opts = BlockOptions(residual=shortcut != "none", groups=groups, base_width=base_width,
+                            stride_3x3=stride_3x3, attn=attn, sym=sym, act=act)
         chs, reduction = stem_width, 1 if tiny else 4
         sa_stage = max(len(layers) - 4, 0)
         n_blocks, b = sum(layers), 0
@@ -377,11 +400,10 @@ class ResNet(ImageClassifier):
             blocks = []
             for j in range(depth):
                 s = stride if j == 0 else 1
-                blocks.append(block_cls(
-                    chs, planes, s, self._make_shortcut(chs, out_chs, s),
-                    residual=shortcut != "none", groups=groups, base_width=base_width,
-                    stride_3x3=stride_3x3, attn=attn, sa=sa and i == sa_stage and j == depth - 1,
-                    sym=sym, drop_path=drop_path_rate * b / max(n_blocks - 1, 1), act=act))
+                downsample = self._make_shortcut(chs, out_chs, s)
+                block_opts = replace(opts, sa=sa and i == sa_stage and j == depth - 1,
+                                     drop_path=drop_path_rate * b / max(n_blocks - 1, 1))
+                blocks.append(block_cls(chs, planes, s, downsample, block_opts))
                 chs, b = out_chs, b + 1
             name = f"layer{i + 1}"
             self.add_module(name, nn.Sequential(*blocks))
@@ -416,12 +438,7 @@ class ResNet(ImageClassifier):
 
     def _init_weights(self, zero_init_last: bool) -> None:
         # He initialisation (1502.01852), which the paper uses to train from scratch.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
         if zero_init_last:
             # Bag of Tricks 3.1: every block starts as the identity, so the network starts
             # shallow and the gradient reaches the stem undamped.

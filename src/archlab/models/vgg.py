@@ -41,7 +41,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from archlab.models.layers import ImageClassifier, get_act
+from archlab.models.layers import FullyConnectedClassifier, get_act
 from archlab.models.registry import Paper, register_model
 
 VGG_PAPER = Paper(
@@ -120,7 +120,7 @@ def make_stages(config: tuple[tuple[str, ...], ...], in_chans: int, batch_norm: 
     return nn.Sequential(layers), info
 
 
-class VGG(ImageClassifier):
+class VGG(FullyConnectedClassifier):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
                  config: str = "D", batch_norm: bool = False, drop_rate: float = 0.5,
                  fc_dim: int | None = None, pool_size: int | None = None,
@@ -168,22 +168,6 @@ class VGG(ImageClassifier):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
-        if pre_logits:
-            return self.classifier[:-1](x)
-        return self.classifier(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier.fc8
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.classifier.fc8 = nn.Linear(self.classifier.fc8.in_features, num_classes)
-
     # torchvision numbers the layers of `features` and `classifier`; ours are the same layers
     # in the same order with names, so the conversion is positional.
     checkpoint_key_maps = {"torchvision": ()}
@@ -203,51 +187,45 @@ class VGG(ImageClassifier):
         return out
 
 
-_TV = dict(params_source="tv")
-register_model("vgg11", VGG, paper=VGG_PAPER, params=132_863_336, **_TV,
-               peers={"torchvision": "vgg11"}, config="A")
-register_model("vgg13", VGG, paper=VGG_PAPER, params=133_047_848, **_TV,
-               peers={"torchvision": "vgg13"}, config="B")
-register_model("vgg16", VGG, paper=VGG_PAPER, params=138_357_544, **_TV,
-               peers={"torchvision": "vgg16"}, config="D")
-register_model("vgg19", VGG, paper=VGG_PAPER, params=143_667_240, **_TV,
-               peers={"torchvision": "vgg19"}, config="E")
+# torchvision's names for configurations A, B, D, E, and their parameter counts without and
+# with batch norm.
+_TORCHVISION = {"A": ("vgg11", 132_863_336, 132_868_840), "B": ("vgg13", 133_047_848, 133_053_736),
+                "D": ("vgg16", 138_357_544, 138_365_992), "E": ("vgg19", 143_667_240, 143_678_248)}
+for _config, (_name, _params, _) in _TORCHVISION.items():
+    register_model(_name, VGG, paper=VGG_PAPER, params=_params, params_source="tv",
+                   peers={"torchvision": _name}, config=_config)
 
 _BN_IDEA = ("VGG with batch normalisation after every convolution (1502.03167): each layer "
             "sees inputs of steady mean and variance, so the deep configurations train from "
             "scratch, at a higher learning rate, without the paper's staged initialisation.")
-register_model("vgg11_bn", VGG, paper=VGG_PAPER, params=132_868_840, **_TV, idea=_BN_IDEA,
-               peers={"torchvision": "vgg11_bn"}, config="A", batch_norm=True)
-register_model("vgg13_bn", VGG, paper=VGG_PAPER, params=133_053_736, **_TV, idea=_BN_IDEA,
-               peers={"torchvision": "vgg13_bn"}, config="B", batch_norm=True)
-register_model("vgg16_bn", VGG, paper=VGG_PAPER, params=138_365_992, **_TV, idea=_BN_IDEA,
-               peers={"torchvision": "vgg16_bn"}, config="D", batch_norm=True)
-register_model("vgg19_bn", VGG, paper=VGG_PAPER, params=143_678_248, **_TV, idea=_BN_IDEA,
-               peers={"torchvision": "vgg19_bn"}, config="E", batch_norm=True)
+for _config, (_name, _, _params) in _TORCHVISION.items():
+    register_model(f"{_name}_bn", VGG, paper=VGG_PAPER, params=_params, params_source="tv",
+                   idea=_BN_IDEA, peers={"torchvision": f"{_name}_bn"}, config=_config,
+                   batch_norm=True)
 
 # The paper's own names (Table 1). A, B, D, E are vgg11/13/16/19 under another name; A-LRN
 # and C exist only here. Table 2's figures, in millions, are tested in tests/test_classic.py.
-register_model("vgg_a", VGG, paper=VGG_PAPER, params=132_863_336, **_TV,
-               peers={"torchvision": "vgg11"}, config="A",
-               idea="VGG configuration A, 11 weight layers: the shallowest net of the paper, "
-                    "trained first and used to initialise the deeper ones.")
-register_model("vgg_a_lrn", VGG, paper=VGG_PAPER, config="A-LRN",
-               idea="VGG configuration A with AlexNet's local response normalisation after the "
-                    "first layer: the paper's control showing that LRN does not improve "
-                    "accuracy, only costs memory and time.")
-register_model("vgg_b", VGG, paper=VGG_PAPER, params=133_047_848, **_TV,
-               peers={"torchvision": "vgg13"}, config="B",
-               idea="VGG configuration B, 13 weight layers: two 3×3 convolutions in every stage.")
-register_model("vgg_c", VGG, paper=VGG_PAPER, config="C",
-               idea="VGG configuration C, 16 weight layers with 1×1 convolutions closing the last "
-                    "three stages: extra non-linearity helps (C beats B), but 3×3 context "
-                    "helps more (D beats C).")
-register_model("vgg_d", VGG, paper=VGG_PAPER, params=138_357_544, **_TV,
-               peers={"torchvision": "vgg16"}, config="D",
-               idea="VGG configuration D (VGG-16): three 3×3 convolutions in the last three "
-                    "stages, which see a 7×7 field with 27 weights instead of 49.")
-register_model("vgg_e", VGG, paper=VGG_PAPER, params=143_667_240, **_TV,
-               peers={"torchvision": "vgg19"}, config="E",
-               idea="VGG configuration E (VGG-19), 19 weight layers: the deepest of the paper, "
-                    "where its error rate saturates; four 3×3 convolutions in each of the last "
-                    "three stages.")
+_PAPER_NAMES = (
+    ("vgg_a", "A", "VGG configuration A, 11 weight layers: the shallowest net of the paper, "
+                   "trained first and used to initialise the deeper ones."),
+    ("vgg_a_lrn", "A-LRN",
+     "VGG configuration A with AlexNet's local response normalisation after the first layer: "
+     "the paper's control showing that LRN does not improve accuracy, only costs memory and "
+     "time."),
+    ("vgg_b", "B", "VGG configuration B, 13 weight layers: two 3×3 convolutions in every stage."),
+    ("vgg_c", "C",
+     "VGG configuration C, 16 weight layers with 1×1 convolutions closing the last three "
+     "stages: extra non-linearity helps (C beats B), but 3×3 context helps more (D beats C)."),
+    ("vgg_d", "D", "VGG configuration D (VGG-16): three 3×3 convolutions in the last three "
+                   "stages, which see a 7×7 field with 27 weights instead of 49."),
+    ("vgg_e", "E", "VGG configuration E (VGG-19), 19 weight layers: the deepest of the paper, "
+                   "where its error rate saturates; four 3×3 convolutions in each of the last "
+                   "three stages."),
+)
+for _name, _config, _idea in _PAPER_NAMES:
+    if _config in _TORCHVISION:
+        _twin, _params, _ = _TORCHVISION[_config]
+        register_model(_name, VGG, paper=VGG_PAPER, params=_params, params_source="tv",
+                       peers={"torchvision": _twin}, config=_config, idea=_idea)
+    else:
+        register_model(_name, VGG, paper=VGG_PAPER, config=_config, idea=_idea)

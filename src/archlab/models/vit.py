@@ -314,27 +314,22 @@ _SMALL_IDEA = ("A ViT cut down for 32 px images: {p}x{p} patches ({g}x{g} = {t} 
                "6 blocks. Without the convolution's locality prior it needs strong "
                "augmentation or more data to match a small CNN on CIFAR-sized images.")
 
-register_model("vit_tiny_patch16_224", VisionTransformer, **_VIT, params=5_717_416,
-               params_source="timm", peers={"timm": "vit_tiny_patch16_224"}, patch_size=16,
-               **_TI)
-register_model("vit_small_patch16_224", VisionTransformer, **_VIT, params=22_050_664,
-               params_source="timm", peers={"timm": "vit_small_patch16_224"}, patch_size=16,
-               **_S)
-register_model("vit_small_patch32_224", VisionTransformer, **_VIT, params=22_878_952,
-               params_source="timm", peers={"timm": "vit_small_patch32_224"}, patch_size=32,
-               **_S)
-register_model("vit_base_patch16_224", VisionTransformer, **_VIT, params=86_567_656,
-               params_source="tv", peers={"torchvision": "vit_b_16",
-                                          "timm": "vit_base_patch16_224"}, patch_size=16, **_B)
-register_model("vit_base_patch32_224", VisionTransformer, **_VIT, params=88_224_232,
-               params_source="tv", peers={"torchvision": "vit_b_32",
-                                          "timm": "vit_base_patch32_224"}, patch_size=32, **_B)
-register_model("vit_large_patch16_224", VisionTransformer, **_VIT, params=304_326_632,
-               params_source="tv", peers={"torchvision": "vit_l_16",
-                                          "timm": "vit_large_patch16_224"}, patch_size=16, **_L)
-register_model("vit_large_patch32_224", VisionTransformer, **_VIT, params=306_535_400,
-               params_source="tv", peers={"torchvision": "vit_l_32",
-                                          "timm": "vit_large_patch32_224"}, patch_size=32, **_L)
+# The ImageNet ViTs: name (timm's too), size, patch, parameters, torchvision's name if it has
+# the net (whose count is then the card's).
+_IMAGENET = (
+    ("vit_tiny_patch16_224", _TI, 16, 5_717_416, None),
+    ("vit_small_patch16_224", _S, 16, 22_050_664, None),
+    ("vit_small_patch32_224", _S, 32, 22_878_952, None),
+    ("vit_base_patch16_224", _B, 16, 86_567_656, "vit_b_16"),
+    ("vit_base_patch32_224", _B, 32, 88_224_232, "vit_b_32"),
+    ("vit_large_patch16_224", _L, 16, 304_326_632, "vit_l_16"),
+    ("vit_large_patch32_224", _L, 32, 306_535_400, "vit_l_32"),
+)
+for _name, _size, _patch, _params, _tv in _IMAGENET:
+    register_model(_name, VisionTransformer, **_VIT, params=_params,
+                   params_source="tv" if _tv else "timm",
+                   peers={"torchvision": _tv, "timm": _name} if _tv else {"timm": _name},
+                   patch_size=_patch, **_size)
 
 register_model("vit_tiny_patch4_32", VisionTransformer, **_VIT, input_size=32,
                idea=_SMALL_IDEA.format(p=4, g=8, t=64), patch_size=4, **_TI_SMALL)

@@ -33,7 +33,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from archlab.models.layers import ClassifierHead, ConvNormAct, ImageClassifier, get_act
+from archlab.models.layers import (ClassifierHead, ConvNormAct, ImageClassifier, get_act,
+                                   init_conv_bn)
 from archlab.models.registry import INCEPTION_MEAN, INCEPTION_STD, Paper, register_model
 
 XCEPTION = Paper(
@@ -95,16 +96,6 @@ class XceptionModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.branch(x) + self.shortcut(x)
-
-
-def _init_weights(model: nn.Module) -> None:
-    # He initialisation for ReLU networks (fan-out, as timm and torchvision do for Xception).
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 def _timm_rules() -> list[tuple[str, str]]:
@@ -182,7 +173,8 @@ class Xception(ImageClassifier):
         # Two unpadded 3×3 convolutions, the first of stride 2, need 7 px; the padded
         # small_input stem and the padded pools take any size.
         self.min_input_size = 1 if small_input else 7
-        _init_weights(self)
+        # He initialisation for ReLU networks (fan-out, as timm and torchvision do for Xception).
+        init_conv_bn(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.exit_flow(self.middle_flow(self.entry_flow(self.stem(x))))
