@@ -10,6 +10,7 @@ A run directory holds:
                                      needs (architecture, classes, preprocessing) as metadata
     best.safetensors                 the same, at the best validation accuracy
     metrics.jsonl, metrics.csv       one row per epoch; run.log: what the run reported
+    steps.jsonl                      the learning curve every recipe.curve_every steps
 
 Every file is written to a temporary name, fsynced and renamed. The JSON is written last and
 is the commit point: it names the tensor files of its step, so a run killed while writing
@@ -226,6 +227,7 @@ def trainer_state(t) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         "schedule": {"kind": t.schedule.kind, "total": t.schedule.total, "step": t.step},
         "rng": {**rng_states(), "augment": t.train_loader.rng_state()},
         "partial_epoch": t._partial, "history": t.history, "best": t.best,
+        "steps": t.step_curve.rows, "step_window": t.step_curve.state(),
         "issues": t.issues.as_dict(), "torch": torch.__version__,
     }
     return state, tensors
@@ -248,6 +250,7 @@ def restore_trainer(t, weights: dict[str, torch.Tensor], train: dict[str, torch.
     t.train_time = s["train_time"]
     t.history, t.best = s["history"], s["best"]
     t._partial = s.get("partial_epoch")
+    t.step_curve.restore(s.get("steps", []), s.get("step_window"))
     t.resume_rng = s["rng"]
     where = (f"epoch {t.epoch + 1}, batch {t.batch_in_epoch}" if t.batch_in_epoch
              else f"the end of epoch {t.epoch}")

@@ -4,6 +4,8 @@ times), the saved weights, the checkpoint and the metrics files.
 
 A stop asked mid-epoch leaves the sums so far in `trainer._partial`, which the checkpoint
 holds, so that a resumed epoch ends with the row the uninterrupted one would have had.
+Every step's loss and images right go to the step curve (train/step_curve.py) when the
+loop reads them to check the loss: on the CPU every step, on a GPU every 16.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ class EpochRunner:
         loss_sum = torch.zeros((), dtype=torch.float64, device=t.device)
         correct = torch.zeros((), dtype=torch.long, device=t.device)
         seen, data_time, elapsed = 0, 0.0, 0.0
-        window: list[tuple[int, torch.Tensor]] = []
+        window: list[tuple[int, torch.Tensor, torch.Tensor, int]] = []  # check_finite's
         check_every = 1 if t.device.type == "cpu" else 16
         bar = ProgressBar(t.steps_per_epoch, f"epoch {t.epoch + 1}/{r.total_epochs}",
                           enabled=r.progress and t.verbose, start=t.batch_in_epoch)
@@ -72,10 +74,11 @@ class EpochRunner:
             if r.clip_grad:
                 nn.utils.clip_grad_norm_(t.params, r.clip_grad)
             t.optimizer.step()
-            window.append((t.step, loss.detach()))
             with torch.no_grad():
                 loss_sum += loss.detach().double() * len(labels)
-                correct += (logits.detach().argmax(1) == labels).sum()
+                hits = (logits.detach().argmax(1) == labels).sum()
+                correct += hits
+            window.append((t.step, loss.detach(), hits, len(labels)))
             seen += len(labels)
             t.step += 1
             t.batch_in_epoch += 1
@@ -139,5 +142,6 @@ class EpochRunner:
         t.save_checkpoint()
         if t.run_dir is not None:
             run_log.write_metrics(t.run_dir, t.history)
+            run_log.write_steps(t.run_dir, t.step_curve.rows)
         t.log(run_log.epoch_line(row, t.recipe.total_epochs))
         return row

@@ -26,17 +26,18 @@ def logits_of(model: nn.Module, x: torch.Tensor, amp: bool = False) -> torch.Ten
 @torch.no_grad()
 def eval_pass(model: nn.Module, loader, num_classes: int, classes: Sequence[str] | None,
               device: torch.device, amp: bool = False, progress=None, *,
-              probs_of: ProbsOf | None = None, plain: bool = True
-              ) -> tuple[Metrics | None, Metrics | None]:
+              probs_of: ProbsOf | None = None, plain: bool = True,
+              keep_predictions: bool = False) -> tuple[Metrics | None, Metrics | None]:
     """(plain metrics or None, averaged-view metrics or None) of one pass over `loader`.
 
     plain: loss, top-1/top-5, per-class and confusion of the logits. probs_of: metrics of
     the probabilities it returns per batch (the loss is the negative log of the
-    probability of the true class); its plain logits are reused when it computed them."""
+    probability of the true class); its plain logits are reused when it computed them.
+    keep_predictions: each Metrics also holds every image's predicted and true class."""
     was_training = model.training
     model.eval()
-    plain_meter = Meter(num_classes, device) if plain else None
-    views_meter = Meter(num_classes, device) if probs_of is not None else None
+    plain_meter = Meter(num_classes, device, keep_predictions) if plain else None
+    views_meter = Meter(num_classes, device, keep_predictions) if probs_of is not None else None
     try:
         for x, _y, labels in loader:
             logits = None

@@ -122,7 +122,9 @@ def evaluate_tta(model: torch.nn.Module, preprocess: dict[str, Any], data, views
                  device: torch.device, batch_size: int = 256, amp: bool = False,
                  workers: int | None = None):
     """(metrics, TTA metrics or None) of `model` on `data` in one pass: the plain view's
-    logits give the first, the mean of the views' softmax probabilities the second."""
+    logits give the first, the mean of the views' softmax probabilities the second. Both
+    hold every image's predicted and true class, in the order of `data` (the loader does
+    not shuffle)."""
     size = preprocess["image_size"]
     pipeline = BatchPipeline(size, preprocess["mean"], preprocess["std"], None, data.in_memory)
     transform = None if data.in_memory else eval_transform(size, preprocess.get("crop_pct", 0.875))
@@ -135,7 +137,7 @@ def evaluate_tta(model: torch.nn.Module, preprocess: dict[str, Any], data, views
         return view_probs(model, x, spec, data.hflip, amp=amp, size=size)
 
     return eval_pass(model, loader, data.num_classes, data.classes, device, amp,
-                     probs_of=probs_of if views else None)
+                     probs_of=probs_of if views else None, keep_predictions=True)
 
 
 def _expand(images: Iterable) -> list:

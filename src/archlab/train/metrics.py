@@ -1,5 +1,7 @@
 """What a classifier got right: loss, top-1 and top-5 accuracy, per-class accuracy and the
-confusion matrix, accumulated batch by batch on the device."""
+confusion matrix, accumulated batch by batch on the device; when asked, the predicted and
+true class of every image too, in the loader's order (what a paired comparison of two
+models on the same test images needs)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,14 +11,18 @@ import torch
 
 
 class Meter:
-    """Accumulates predictions of one pass over a dataset."""
+    """Accumulates predictions of one pass over a dataset; `keep_predictions` also keeps
+    each image's predicted and true class (on the device until `result()`)."""
 
-    def __init__(self, num_classes: int, device: torch.device | str = "cpu") -> None:
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu",
+                 keep_predictions: bool = False) -> None:
         self.num_classes = num_classes
         self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.top5 = torch.zeros((), dtype=torch.long, device=device)
         self.n = 0
+        self._kept: tuple[list[torch.Tensor], list[torch.Tensor]] | None = (
+            ([], []) if keep_predictions else None)
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, labels: torch.Tensor,
@@ -30,6 +36,16 @@ class Meter:
         if loss_sum is not None:
             self.loss_sum += loss_sum.double()
         self.n += len(labels)
+        if self._kept is not None:
+            self._kept[0].append(pred)
+            self._kept[1].append(labels)
+
+    def _kept_tensors(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(predicted classes, true classes) as int64 CPU tensors, or (None, None)."""
+        if self._kept is None:
+            return None, None
+        return tuple(torch.cat(parts).long().cpu() if parts else torch.zeros(0, dtype=torch.long)
+                     for parts in self._kept)
 
     def result(self, classes: list[str] | None = None) -> "Metrics":
         cm = self.confusion.cpu()
@@ -37,12 +53,14 @@ class Meter:
         per_class_n = cm.sum(1)
         correct = cm.diagonal()
         per_class = [(c / t).item() if t else None for c, t in zip(correct, per_class_n)]
+        predictions, targets = self._kept_tensors()
         return Metrics(
             n=self.n, loss=float(self.loss_sum) / n,
             top1=correct.sum().item() / n,
             top5=self.top5.item() / n if self.num_classes > 5 else None,
             per_class=per_class, confusion=cm.tolist(),
-            classes=list(classes) if classes else [str(i) for i in range(self.num_classes)])
+            classes=list(classes) if classes else [str(i) for i in range(self.num_classes)],
+            predictions=predictions, targets=targets)
 
 
 @dataclass
@@ -54,6 +72,10 @@ class Metrics:
     per_class: list[float | None] = field(default_factory=list)
     confusion: list[list[int]] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
+    # Per image, in the loader's order (the dataset's: eval loaders never shuffle), when
+    # the Meter kept them: predicted and true classes, int64 on the CPU. Not in as_dict().
+    predictions: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    targets: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"n": self.n, "loss": self.loss, "top1": self.top1, "top5": self.top5,

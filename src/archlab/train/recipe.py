@@ -143,6 +143,9 @@ class Recipe:
     strict: bool = field(default=False, metadata={
         "help": "stop at the first undecodable file instead of skipping it"})
     progress: bool = field(default=True, metadata={"help": "the progress bar"})
+    curve_every: int = field(default=50, metadata={
+        "help": "record the mean training loss and error every N optimizer steps "
+                "(steps.jsonl; 0: off)"})
     # Several processes (torchrun): batch norm over the global batch, not each one's share.
     sync_bn: bool = field(default=False, metadata={
         "help": "under torchrun: batch norm over the global batch"})
@@ -172,6 +175,9 @@ class Recipe:
         choice("normalize", ("auto", "dataset", "model"))
         if self.epochs < 1:
             raise ValueError(f"recipe: epochs must be at least 1, got {self.epochs}")
+        if self.curve_every < 0:
+            raise ValueError(f"recipe: curve_every is a number of steps (0: off), got "
+                             f"{self.curve_every}")
         if self.batch_size < 1:
             raise ValueError(f"recipe: batch_size must be positive, got {self.batch_size}")
         for name in ("val_fraction", "pct_start", "label_smoothing", "random_erasing"):

@@ -1,5 +1,5 @@
 """What a run reports: its summary before the first step, one line per epoch, the metrics
-files (metrics.jsonl, metrics.csv) and, when asked, TensorBoard scalars."""
+files (metrics.jsonl, metrics.csv, steps.jsonl) and, when asked, TensorBoard scalars."""
 from __future__ import annotations
 
 import csv
@@ -49,8 +49,17 @@ def held_out_line(test) -> str:
             + f"  ({test.n:,} images)")
 
 
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    write_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def write_steps(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """steps.jsonl: the learning curve per step (train/step_curve.py)."""
+    _write_jsonl(run_dir / "steps.jsonl", rows)
+
+
 def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+    _write_jsonl(run_dir / "metrics.jsonl", history)
     if history:
         keys = list(dict.fromkeys(k for row in history for k in row))
         buf = io.StringIO()

@@ -41,6 +41,7 @@ from archlab.train.plugins import plugins_for
 from archlab.train.recipe import Recipe
 from archlab.train.schedules import Schedule
 from archlab.train.signals import stop_on_signals
+from archlab.train.step_curve import StepCurve
 
 
 class TrainingDiverged(RuntimeError):
@@ -64,6 +65,8 @@ class FitResult:
     best: dict[str, Any] | None = None
     test: Metrics | None = None
     issues: Issues = field(default_factory=Issues)
+    # every recipe.curve_every steps: {step, epoch (fractional), train_loss, train_error}
+    step_history: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Trainer:
@@ -131,6 +134,7 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.train_time = 0.0
         self._partial: dict[str, Any] | None = None
+        self.step_curve = StepCurve(r.curve_every, self.steps_per_epoch)
         if self.resume_state is not None:
             ckpt.restore_trainer(self, weights, train_tensors)
 
@@ -307,7 +311,7 @@ class Trainer:
         if self.dist is not None:  # the others wait for rank 0's evaluation, then all end
             self.dist.barrier()
         return FitResult(self.eval_model, self.history, self.run_dir, self.info(), self.best,
-                         test, issues)
+                         test, issues, list(self.step_curve.rows))
 
     def issues_now(self) -> Issues:
         """Problems of the data so far: at load, and files skipped or converted by loaders."""
@@ -318,11 +322,16 @@ class Trainer:
                 out.extend(loader.issues)
         return out
 
-    def check_finite(self, window: list[tuple[int, torch.Tensor]], lr: float) -> None:
-        """Stop, naming the step, when a loss of `window` [(step, loss)] is not finite."""
+    def check_finite(self, window: list[tuple[int, torch.Tensor, torch.Tensor, int]],
+                     lr: float) -> None:
+        """Read `window` [(step, loss, images right, images)] from the device in one go
+        (the loop's only wait for it); stop, naming the step, when a loss is not finite,
+        else add the steps to the step curve (this process's images under torchrun)."""
         if not window:
             return
-        values = torch.stack([v for _, v in window]).float().cpu()
+        read = torch.stack([torch.stack([w[1] for w in window]).float(),
+                            torch.stack([w[2] for w in window]).float()]).cpu()
+        values = read[0]
         if self.dist is not None:  # a NaN anywhere, or a stop asked anywhere, is everyone's
             values, self._stop_agreed = self.dist.check(values, self._stop)
         bad = (~torch.isfinite(values)).nonzero()
@@ -337,6 +346,8 @@ class Trainer:
                    "warm-up, or clip gradients (clip_grad: 1.0)")
             self.log(msg)
             raise TrainingDiverged(msg)
+        self.step_curve.add([w[0] for w in window], read[0].tolist(), read[1].tolist(),
+                            [w[3] for w in window])
 
     def reseed(self, epoch: int) -> None:
         """The global RNG (dropout, drop-path) of a fresh epoch: (seed, epoch, rank)."""
