@@ -10,7 +10,7 @@ import torch
 
 from archlab.train import Recipe, TrainingInterrupted, fit
 from archlab.train import checkpoint as ckpt
-from archlab.train.step_curve import StepCurve, as_columns
+from archlab.train.step_curve import StepCurve, step_columns
 from conftest import TINY, StopAt
 
 pytestmark = pytest.mark.usefixtures("isolated")
@@ -82,7 +82,7 @@ def test_step_curve_window_state_and_columns():
     assert curve.rows == again.rows == [
         {"step": 2, "epoch": 0.5, "train_loss": 2.0, "train_error": 0.5},
         {"step": 4, "epoch": 1.0, "train_loss": 0.5, "train_error": 0.0}]
-    assert as_columns(curve.rows) == {"step": [2, 4], "epoch": [0.5, 1.0],
+    assert step_columns(curve.rows) == {"step": [2, 4], "epoch": [0.5, 1.0],
                                       "train_loss": [2.0, 0.5], "train_error": [0.5, 0.0]}
 
 

@@ -236,7 +236,7 @@ def _two_workers(tmp_path: Path, db: str | None) -> None:
     where = ["--study", str(study)] + (["--db", db] if db else [])
     # The first command registers the study and does one run; then two workers share the rest.
     first = subprocess.run(archlab_cmd("compare", str(proto), *where, "--no-progress",
-                                       "--quiet", "--models", "resnet-tiny", "--seeds", "0"),
+                                       "--quiet", "--models", "resnet-tiny", "--seeds", "1"),
                            env=env(tmp_path), capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     setup = subprocess.run(archlab_cmd("compare", str(proto), *where, "--dry-run"),

@@ -28,7 +28,9 @@ def _parser_compare(sub) -> None:
     p.add_argument("--data", help="the dataset instead of the protocol's: fashion-mnist, "
                                   "mnist, digits, cifar10, cifar100, a folder or a CSV")
     add_options(p, "--data-root")
-    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="e.g. --seeds 0 1 2")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                   help="one value N: N seeds counting up from the protocol's first (--seeds "
+                        "3 with seeds: [0] runs 0, 1, 2); several: those seeds (--seeds 5 9)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change the protocol, e.g. --set recipe.epochs=3 "
                         "--set data.train_fraction=0.5 --set budget.run=10m")
@@ -62,12 +64,19 @@ def _list_protocols() -> None:
 
 
 def _dry_run(args, overrides) -> None:
-    proto = load_protocol(args.protocol, models=args.models, data=args.data, seeds=args.seeds,
-                          overrides=overrides)
+    proto = load_protocol(args.protocol, models=args.models, data=args.data,
+                          seeds=_seeds(args), overrides=overrides)
     rows = plan(proto, args.study, args.db)
     print(f"protocol {proto.name} [{proto.hash[:8]}] on {proto.dataset}: {len(rows)} runs")
     print(format_table([(r["label"], r["model"], r["seed"], r["status"], r["key"][:8])
                         for r in rows], ("label", "model", "seed", "status", "run"), "llrll"))
+
+
+def _seeds(args) -> int | list[int] | None:
+    """--seeds N is a count, --seeds A B ... the seeds themselves."""
+    if args.seeds is None:
+        return None
+    return args.seeds[0] if len(args.seeds) == 1 else args.seeds
 
 
 def cmd_compare(args) -> int:
@@ -88,7 +97,7 @@ def cmd_compare(args) -> int:
     previous = install_sigterm()
     try:
         result = compare(
-            args.protocol, models=args.models, data=args.data, seeds=args.seeds,
+            args.protocol, models=args.models, data=args.data, seeds=_seeds(args),
             overrides=overrides, study=args.study, db=args.db, worker=args.worker,
             device=args.device, root=args.data_root, retry_failed=args.retry_failed,
             lease_s=args.lease, verbose=not args.quiet, progress=not args.no_progress,

@@ -26,3 +26,4 @@ from archlab.study.store import Store, StoreError  # noqa: F401
 from archlab.study.summary import print_results, summarize  # noqa: F401
 from archlab.study.work import StudyResult  # noqa: F401
 from archlab.study.workers import install_sigterm  # noqa: F401
+from archlab.study.predictions import RunPredictions, encode_predictions  # noqa: F401

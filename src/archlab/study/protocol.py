@@ -6,7 +6,7 @@ and measured, so that the numbers in its table differ by the architecture alone.
     recipe: {epochs: 2, batch_size: 32, lr: 0.05}     # fields of archlab.train.Recipe
     augment: none                                     # or {preset: basic, random_erasing: 0.25}
     tta: [flip]                                       # flip, shift, five_crop, ten_crop, aug:N
-    seeds: [0, 1, 2]
+    seeds: [0, 1, 2]                                  # or a count: 3 is 0, 1, 2
     budget: {run: 10m, study: 2h}                     # optional time limits
     models:
       - lenet5
@@ -202,7 +202,7 @@ def list_protocols() -> list[dict[str, Any]]:
 
 
 def load_protocol(name_or_path: str | Path | None = None, *, models: Iterable[str] | None = None,
-                  data: str | None = None, seeds: Iterable[int] | None = None,
+                  data: str | None = None, seeds: int | Iterable[int] | None = None,
                   overrides: dict[str, Any] | None = None, check_models: bool = True
                   ) -> Protocol:
     """A shipped preset by name (default: quick-tour) or a YAML file, with command-line
@@ -210,7 +210,8 @@ def load_protocol(name_or_path: str | Path | None = None, *, models: Iterable[st
 
     models: names or labels to run instead of the protocol's list (a protocol's entry
         keeps its overrides; another registered name runs with the shared recipe);
-    data: the dataset spec (a name, a folder, a CSV); seeds: the seeds;
+    data: the dataset spec (a name, a folder, a CSV); seeds: the seeds (an iterable), or
+        how many (an int), counting up from the protocol's first seed;
     overrides: {'recipe.epochs': 3, 'data.train_fraction': 0.5, ...} dotted keys.
     """
     name_or_path = name_or_path or DEFAULT_PROTOCOL
@@ -235,7 +236,8 @@ def load_protocol(name_or_path: str | Path | None = None, *, models: Iterable[st
 def parse_protocol(value: Any, *, source: str = "<protocol>", lines: dict | None = None,
                    text: str | None = None, default_name: str = "protocol",
                    models: Iterable[str] | None = None, data: str | None = None,
-                   seeds: Iterable[int] | None = None, overrides: dict[str, Any] | None = None,
+                   seeds: int | Iterable[int] | None = None,
+                   overrides: dict[str, Any] | None = None,
                    check_models: bool = True) -> Protocol:
     """Validate a protocol mapping (parsed YAML) and build the Protocol."""
     lines = lines or {}
@@ -252,12 +254,12 @@ def parse_protocol(value: Any, *, source: str = "<protocol>", lines: dict | None
     name = str(body.pop("name", None) or default_name)
     checker.data(body)
     checker.training(body)
-    run_seeds = checker.seeds(body)
+    run_seeds = checker.seeds(body, seeds if isinstance(seeds, int) else None)
     checker.limits(body)
     entries = checker.models(body, "models" in value, models, check_models)
     checker.raise_if_any()
 
-    changed = bool(models or data or seeds or overrides)
+    changed = bool(models or data or seeds is not None or overrides)
     protocol = Protocol(name=name, body=body, models=entries, seeds=run_seeds,
                         source=source, lines=lines, text=None if changed else text)
     checker.recipes_build(protocol)
@@ -266,15 +268,16 @@ def parse_protocol(value: Any, *, source: str = "<protocol>", lines: dict | None
 
 
 def _with_changes(value: dict, checker: ProtocolChecker, data: str | None,
-                  seeds: Iterable[int] | None, overrides: dict[str, Any] | None) -> dict:
-    """A copy of the protocol mapping with the command line's changes applied."""
+                  seeds: int | Iterable[int] | None, overrides: dict[str, Any] | None) -> dict:
+    """A copy of the protocol mapping with the command line's changes applied (a count
+    of seeds is applied by the checker, which reads the protocol's own first)."""
     body = copy.deepcopy(value)
     if data:
         body.setdefault("data", {})
         if not isinstance(body["data"], dict):
             body["data"] = {}
         body["data"]["dataset"] = data
-    if seeds is not None:
+    if seeds is not None and not isinstance(seeds, int):
         body["seeds"] = [int(s) for s in seeds]
     for dotted, v in (overrides or {}).items():
         set_dotted(body, dotted, v, checker)

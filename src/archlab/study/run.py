@@ -6,11 +6,15 @@ test-time augmentation; training time (the trainer's, without evaluation); param
 MACs at the run's input size (counted on the meta device); inference throughput at a fixed
 batch; peak memory (the CUDA allocator's peak on a GPU, the process's peak resident memory
 on a CPU, reset for every run on Linux).
+
+With them the run's `result` keeps what a paired comparison of two runs needs: the class
+each test image was given, with and without test-time augmentation (study/predictions.py),
+the fingerprint of the test set they were judged on, and the learning curve per step.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ from archlab.study.entry import ModelEntry, card_of
 from archlab.study.lease import Heartbeat, LeaseLost, RunWatch, budget_spent
 from archlab.study.measure import PeakMemory, measure_throughput
 from archlab.study.measures import RunMeasures
+from archlab.study.predictions import encode_predictions
 from archlab.study.protocol import Protocol
 from archlab.study.schema import Run
 from archlab.study.store import DEFAULT_LEASE_S, Store
@@ -51,6 +56,7 @@ class Trained:
     history: list[dict[str, Any]]
     best: Any
     note: str | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)  # the learning curve per step
 
 
 def execute_run(run: Run, ctx: RunContext) -> RunMeasures:
@@ -63,6 +69,7 @@ def execute_run(run: Run, ctx: RunContext) -> RunMeasures:
     run_dir = ctx.study_dir / rel_dir
     ctx.store.set_run_dir(run.key, ctx.worker, rel_dir)
     train, test = ctx.data.get(protocol)
+    judged_on = {"fingerprint": test.fingerprint(), "images": len(test)}
     interval = max(1.0, min(30.0, ctx.lease_s / 4))
     heartbeat = Heartbeat(ctx.store, run.key, ctx.worker, interval)
     heartbeat.start()
@@ -78,6 +85,7 @@ def execute_run(run: Run, ctx: RunContext) -> RunMeasures:
         heartbeat.stop()
     measures.wall_time = time.perf_counter() - t0
     result["family"] = card_of(entry.name).family
+    result["test_fingerprint"] = judged_on
     if not ctx.store.finish(run.key, ctx.worker, measures.as_dict(), history, result):
         raise LeaseLost(f"{entry.label} seed {run.seed} was finished by another worker")
     return measures
@@ -97,11 +105,11 @@ def _train_network(entry: ModelEntry, run: Run, protocol: Protocol, train, run_d
         history = state["history"]
         return Trained(model, info, history, state.get("best"),
                        f"stopped by the run budget after epoch {len(history)} of "
-                       f"{recipe.epochs}")
+                       f"{recipe.epochs}", state.get("steps", []))
     try:
         res = fit(entry.name, train, recipe, run_dir=run_dir, resume=resume,
                   callbacks=[watch], verbose=ctx.verbose)
-        return Trained(res.model, res.info, res.history, res.best)
+        return Trained(res.model, res.info, res.history, res.best, steps=res.step_history)
     except TrainingInterrupted:
         if watch.lost:
             raise LeaseLost(f"{entry.label} seed {run.seed} was taken over by another "
@@ -109,14 +117,15 @@ def _train_network(entry: ModelEntry, run: Run, protocol: Protocol, train, run_d
         if not watch.over_budget:
             raise
         model, info = load_trained(run_dir, device)
-        return Trained(model, info, watch.history, load_checkpoint(run_dir)[0].get("best"),
+        state = load_checkpoint(run_dir)[0]
+        return Trained(model, info, watch.history, state.get("best"),
                        f"stopped by the run budget ({protocol.run_budget:g} s) after epoch "
-                       f"{len(watch.history)} of {recipe.epochs}")
+                       f"{len(watch.history)} of {recipe.epochs}", state.get("steps", []))
 
 
 def _run_network(entry: ModelEntry, run: Run, protocol: Protocol, train, test, run_dir: Path,
                  ctx: RunContext, heartbeat: Heartbeat):
-    from archlab.train import evaluate_tta, resolve_device
+    from archlab.train import evaluate_tta, resolve_device, step_columns
 
     extra: dict[str, Any] = {"progress": ctx.progress}
     if ctx.device:
@@ -156,8 +165,19 @@ def _run_network(entry: ModelEntry, run: Run, protocol: Protocol, train, test, r
         "peak_mem_kind": memory.kind if memory.per_run else f"{memory.kind} (process)",
         "throughput_batch": int(m["throughput_batch"]), "amp": amp,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "predictions": _predictions(test, metrics, tta), "steps": step_columns(t.steps),
     }
     return measures, t.history, result
+
+
+def _predictions(test, metrics, tta=None) -> dict[str, Any]:
+    """The encoded classes per test image, checked to be in the test set's order (eval
+    loaders never shuffle; a file that could not be decoded leaves fewer predictions)."""
+    if metrics.n == len(test) and not torch.equal(metrics.targets, test.targets.long()):
+        raise RuntimeError("the test images were not evaluated in the test set's order: "
+                           "their predictions cannot be paired with other runs'")
+    return encode_predictions(metrics.targets, metrics.predictions,
+                              tta.predictions if tta is not None else None)
 
 
 def _train_count(train, recipe) -> int:
@@ -201,7 +221,7 @@ def _run_classical(entry: ModelEntry, run: Run, protocol: Protocol, train, test,
     train_time = time.perf_counter() - t0
 
     def scores(data) -> tuple[Any, Any]:
-        meter = Meter(data.num_classes)
+        meter = Meter(data.num_classes, keep_predictions=True)
         s = torch.from_numpy(np.ascontiguousarray(clf.decision_function(data.images)))
         meter.update(s, data.targets)
         return meter.result(data.classes), s
@@ -230,6 +250,7 @@ def _run_classical(entry: ModelEntry, run: Run, protocol: Protocol, train, test,
         "tta_views": [], "test_images": test_m.n, "train_images": len(tr),
         "image_size": clf.config.upscale, "config": clf.config.__dict__,
         "timings": clf.timings, "peak_mem_kind": memory.kind, "epochs_planned": 1,
+        "predictions": _predictions(test, test_m),
     }
     return measures, history, result
 

@@ -288,19 +288,31 @@ class ProtocolChecker:
                                          "randaugment) or a mapping {preset: ..., mixup: ...}")
         body["tta"] = self.tta(body.get("tta"))
 
-    def seeds(self, body: dict) -> list[int]:
-        """The seeds, taken out of the body (they are not hashed)."""
+    def seeds(self, body: dict, count: int | None = None) -> list[int]:
+        """The seeds, taken out of the body (they are not hashed): a list, or a count
+        (`seeds: 3` is 0, 1, 2). `count` (`--seeds N`) takes N seeds counting up from the
+        first of them (seeds: [5] with --seeds 3 gives 5, 6, 7)."""
         raw_seeds = body.pop("seeds", [0])
-        if isinstance(raw_seeds, int) and not isinstance(raw_seeds, bool):
-            raw_seeds = [raw_seeds]
+        if _is_int(raw_seeds):
+            if raw_seeds < 1:
+                self.error(("seeds",), f"seeds is a count (1 or more) or a list of integers, "
+                                       f"e.g. 3 or [0, 1, 2]; got {raw_seeds}")
+            raw_seeds = list(range(max(raw_seeds, 1)))
         if (not isinstance(raw_seeds, list) or not raw_seeds
-                or not all(isinstance(s, int) and not isinstance(s, bool) for s in raw_seeds)):
-            self.error(("seeds",), f"seeds is a list of integers, e.g. [0, 1, 2]; got "
-                                   f"{raw_seeds!r}")
+                or not all(_is_int(s) for s in raw_seeds)):
+            self.error(("seeds",), f"seeds is a count or a list of integers, e.g. 3 or "
+                                   f"[0, 1, 2]; got {raw_seeds!r}")
             raw_seeds = [0]
         elif len(set(raw_seeds)) != len(raw_seeds):
             self.error(("seeds",), f"seeds repeat: {raw_seeds}")
-        return list(raw_seeds)
+        if count is None:
+            return list(raw_seeds)
+        if not _is_int(count) or count < 1:
+            self.error((), f"one value is a count of seeds, 1 or more; got {count!r}. "
+                           "Several values are the seeds themselves (--seeds 0 1 2); "
+                           "--set 'seeds=[7]' runs seed 7 alone", where="--seeds")
+            return list(raw_seeds)
+        return list(range(raw_seeds[0], raw_seeds[0] + count))
 
     def limits(self, body: dict) -> None:
         """budget:, jobs: and measure:."""
@@ -366,6 +378,10 @@ class ProtocolChecker:
                 prefix = f"{self.source}: recipe of {e.label}: "
                 msg = msg[len(prefix):] if msg.startswith(prefix) else msg.removeprefix("recipe: ")
                 self.error(e.path + ("recipe",) if e.path else ("recipe",), f"{e.label}: {msg}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _known_model(name: str) -> bool:

@@ -22,3 +22,4 @@ from archlab.train.progressive import ProgressivePlan, parse_cli  # noqa: F401
 from archlab.train.deepen import DeepenReport, deepen  # noqa: F401
 from archlab.train.distributed import SyncBatchNorm  # noqa: F401
 from archlab.train.tta import VIEWS, parse_tta, tta_predict, tta_views  # noqa: F401
+from archlab.train.step_curve import StepCurve, step_columns  # noqa: F401

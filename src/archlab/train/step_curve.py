@@ -57,9 +57,9 @@ class StepCurve:
             self.seen = window["seen"]
 
 
-def as_columns(rows: Sequence[dict[str, Any]]) -> dict[str, list]:
+def step_columns(rows: Sequence[dict[str, Any]]) -> dict[str, list]:
     """The rows as {column: [values]}: the compact form a study stores."""
     return {k: [row[k] for row in rows] for k in COLUMNS}
 
 
-__all__ = ["COLUMNS", "StepCurve", "as_columns"]
+__all__ = ["COLUMNS", "StepCurve", "step_columns"]
