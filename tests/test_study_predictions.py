@@ -37,7 +37,7 @@ def test_predictions_round_trip_compactly():
     assert p.target.tolist() == target.tolist() and p.pred.tolist() == pred.tolist()
     assert p.correct().tolist() == [True, False, True, True, False]
     assert p.correct(tta=True).tolist() == [True, True, True, True, False]
-    # A thousand classes take two bytes a image; no TTA leaves pred_tta None.
+    # A thousand classes take two bytes per image; no TTA leaves pred_tta None.
     wide = RunPredictions.of({"predictions": encode_predictions([999, 3], [999, 4])})
     assert wide.pred.tolist() == [999, 4] and wide.pred_tta is None
     assert encode_predictions([999, 3], [999, 4])["dtype"] == "uint16"
@@ -80,7 +80,6 @@ def test_evaluate_tta_keeps_both_predictions_in_the_dataset_order(digits):
         counts = torch.bincount(m.targets * k + m.predictions, minlength=k * k).view(k, k)
         assert counts.tolist() == m.confusion
         assert "predictions" not in m.as_dict() and "targets" not in m.as_dict()
-    assert not torch.equal(plain.predictions, tta.predictions) or plain.top1 == tta.top1
     alone, none = evaluate_tta(res.model, res.info["preprocess"], test, [], torch.device("cpu"))
     assert none is None and torch.equal(alone.predictions, plain.predictions)
 
