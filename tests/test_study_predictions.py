@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from study_fixtures import tiny_protocol
+from study_fixtures import postgres, tiny_protocol  # noqa: F401
 
 from archlab.data import load_dataset, load_splits
 from archlab.study import RunPredictions, compare, encode_predictions, open_store
@@ -128,6 +128,21 @@ def test_every_run_stores_its_predictions_test_set_and_curve(tmp_path):
                                                   "images": len(test)}
 
 
+def test_a_study_on_postgres_keeps_them_for_every_reader(tmp_path, postgres):  # noqa: F811
+    proto = tiny_protocol(tmp_path / "tiny.yaml")
+    db = postgres.new_database()
+    local = compare(proto, study=tmp_path / "local", progress=False, report=False,
+                    models=["resnet-tiny"])
+    shared = compare(proto, study=tmp_path / "shared", db=db, progress=False, report=False,
+                     models=["resnet-tiny"])
+    with open_store(db) as store:
+        (run,) = store.runs(shared.runs[0].protocol_hash)
+    here, there = RunPredictions.of(local.runs[0]), RunPredictions.of(run)
+    assert np.array_equal(here.pred, there.pred) and np.array_equal(here.pred_tta,
+                                                                     there.pred_tta)
+    assert run.result["test_fingerprint"] == local.runs[0].result["test_fingerprint"]
+
+
 def test_a_folder_without_a_test_split_is_judged_on_one_holdout(tmp_path):
     g = torch.Generator().manual_seed(0)
     root = tmp_path / "shades"
@@ -136,23 +151,14 @@ def test_a_folder_without_a_test_split_is_judged_on_one_holdout(tmp_path):
         for i in range(10):
             arr = (base + torch.randint(-30, 30, (12, 12, 3), generator=g)).clamp(0, 255)
             Image.fromarray(arr.to(torch.uint8).numpy()).save(root / cls / f"{i}.png")
-    proto = tmp_path / "folder.yaml"
-    proto.write_text(f"""\
-name: folder
-data: {{dataset: {root}, image_size: 16, val_fraction: 0.0}}
-recipe: {{epochs: 1, batch_size: 8, lr: 0.05, threads: 1, augment: none, workers: 0}}
-seeds: 2
-measure: {{throughput_batch: 4, throughput_seconds: 0.02}}
-models:
-  - name: resnet20
-    label: resnet-tiny
-    model_kwargs: {{layers: [1, 1, 1], widths: [8, 16, 32], stem_width: 8}}
-  - name: lenet5
-""")
-    result = compare(proto, study=tmp_path / "study", progress=False, report=False)
+    proto = tiny_protocol(tmp_path / "folder.yaml", seeds=(0, 1))
+    proto.write_text(proto.read_text().replace("dataset: digits", f"dataset: {root}")
+                     .replace("seeds: [0, 1]", "seeds: 2"))       # a count: seeds 0 and 1
+    result = compare(proto, study=tmp_path / "study", progress=False, report=False,
+                     overrides={"recipe.workers": 0})
     assert result.done_here == 4 and result.failed_here == 0
     assert sorted((r.label, r.seed) for r in result.runs) == [
-        ("lenet5", 0), ("lenet5", 1), ("resnet-tiny", 0), ("resnet-tiny", 1)]
+        ("resnet-tiny", 0), ("resnet-tiny", 1), ("resnet-tiny-w", 0), ("resnet-tiny-w", 1)]
     holdout = load_splits(str(root), image_size=16)[1]
     assert holdout.split == "holdout" and len(holdout) == 6
     for r in result.runs:
