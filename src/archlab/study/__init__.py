@@ -23,7 +23,10 @@ from archlab.study.protocol import (  # noqa: F401
 from archlab.study.report import report, write_report  # noqa: F401
 from archlab.study.schema import Run  # noqa: F401
 from archlab.study.store import Store, StoreError  # noqa: F401
-from archlab.study.summary import print_results, summarize  # noqa: F401
+from archlab.study.summary import summarize  # noqa: F401
+from archlab.study.table import print_results  # noqa: F401
+from archlab.study.verdict import Verdict, judge  # noqa: F401
+from archlab.study import stats  # noqa: F401
 from archlab.study.work import StudyResult  # noqa: F401
 from archlab.study.workers import install_sigterm  # noqa: F401
 from archlab.study.predictions import RunPredictions, encode_predictions  # noqa: F401

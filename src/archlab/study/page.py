@@ -11,11 +11,14 @@ from typing import Any, Sequence
 
 from archlab._text import fmt_time, pct
 from archlab._version import __version__
-from archlab.study import plots
+from archlab.study import gallery, plots
 from archlab.study.entry import card_of
 from archlab.study.schema import Run
-from archlab.study.summary import (TABLE_HEADERS, ModelSummary, runs_csv, summarize,
-                                   summary_csv, table_rows, table_sort_values)
+from archlab.study.summary import ModelSummary, summarize
+from archlab.study.table import (TABLE_HEADERS, interval_note, runs_csv, summary_csv,
+                                 table_rows, table_sort_values)
+from archlab.study.stats import difference
+from archlab.study.verdict import Verdict, format_p, judge
 
 RESULTS_CSV = "results.csv"
 SUMMARY_CSV = "summary.csv"
@@ -25,12 +28,19 @@ TEMPLATE = "report.html.j2"
 # The captions say what each plot answers.
 CAPTIONS = {
     "time": "What a minute of training buys: test top-1 against the training time of the "
-            "protocol (the closing chart of the comparison article). Error bars: ±1 sd over "
-            "seeds. Dashed: the Pareto front (nothing is both faster and more accurate).",
+            "protocol (the closing chart of the comparison article). Vertical bars: the 95% "
+            "interval of the accuracy; horizontal: ±1 sd of the time over seeds. Dashed: the "
+            "Pareto front (nothing is both faster and more accurate).",
     "params": "Parameters as built for this dataset (classes and input channels).",
     "macs": "MACs of one image at the protocol's input size (counted by torch's flop "
             "counter; the classical baseline has none).",
-    "seeds": "Each dot is a run; a difference smaller than the spread is not a result.",
+    "seeds": "Each dot is a run; the line is the 95% interval of the model's accuracy (with "
+             "one seed, Wilson's interval of the test images: it shows the test set's noise, "
+             "not the spread between trainings). Overlapping intervals do not prove a tie: the "
+             "paired tests below do the comparing.",
+    "steps": "The training error and loss on the batches, sampled every few steps (not "
+             "only per epoch): the curves the ResNet paper draws to show that a deeper plain "
+             "network trains worse.",
     "curves": "Every run, epoch by epoch: a curve still rising when the protocol stops says "
               "the model wants more epochs, not that it is worse.",
     "confusion": "Rows: the true class; columns: the prediction; counts on the test set.",
@@ -64,24 +74,64 @@ def _plots(summaries: Sequence[ModelSummary]) -> dict[str, dict[str, Any]]:
                               "multiply-accumulates per image", colours, "p-macs"),
         "seeds": plots.seed_plot(summaries, colours, "p-seeds"),
         "curves": plots.curves(summaries, colours, "p-curves"),
+        "steps": plots.step_curves(summaries, colours, "p-steps"),
         "confusion": plots.confusion(best.best_run, "p-confusion") if best else None,
         "per_class": plots.per_class(summaries, "p-perclass"),
     }
     ids = {"time": "plot-accuracy-time", "params": "plot-accuracy-params",
            "macs": "plot-accuracy-macs", "seeds": "plot-seeds", "curves": "plot-curves",
+           "steps": "plot-steps",
            "confusion": "plot-confusion", "per_class": "plot-per-class"}
     # matplotlib's own SVG: the one piece of the page not escaped.
     return {k: {"id": ids[k], "caption": CAPTIONS[k], "svg": None if svg is None else Markup(svg)}
             for k, svg in svgs.items()}
 
 
-def _results(summaries: Sequence[ModelSummary]) -> list[dict[str, Any]]:
+def _results(summaries: Sequence[ModelSummary], verdict: Verdict) -> list[dict[str, Any]]:
     out = []
-    for row, values, s in zip(table_rows(summaries), table_sort_values(summaries), summaries):
+    for row, values, s in zip(table_rows(summaries, verdict), table_sort_values(summaries),
+                              summaries):
         cells = [{"text": c, "v": str(v) if v is not None else ("-1" if c == "-" else None)}
                  for c, v in zip(row, values)]
         out.append({"cells": cells, "failed": any(r.status == "failed" for r in s.runs)})
     return out
+
+
+def _matrix(verdict: Verdict) -> dict[str, Any] | None:
+    """Every pair as a cell of a matrix (row minus column, in points), its adjusted p-value,
+    and whether it is significant; rows and columns in rank order."""
+    if not verdict.tested:
+        return None
+    labels = [m for m in verdict.order if m not in verdict.untested]
+    rows = []
+    for a in labels:
+        cells = []
+        for b in labels:
+            d = difference(verdict.pairs, a, b) if a != b else None
+            if d is None:
+                cells.append({"kind": "diag" if a == b else "none", "text": "", "p": ""})
+                continue
+            kind = ("better" if d.delta > 0 else "worse") if d.significant else "tie"
+            cells.append({"kind": kind, "text": f"{100 * d.delta:+.2f}",
+                          "p": f"p {format_p(d.p_adjusted)}", "mark": "*" if d.significant else "",
+                          "title": f"{a} - {b}: {100 * d.delta:+.2f} points, 95% interval "
+                                   f"[{100 * d.ci.low:+.2f}, {100 * d.ci.high:+.2f}]; "
+                                   f"{d.a_only} images only {a} gets right, {d.b_only} only "
+                                   f"{b}; McNemar p {format_p(d.p_value)}, Holm-adjusted "
+                                   f"{format_p(d.p_adjusted)}"})
+        rows.append({"label": a, "cells": cells})
+    return {"labels": labels, "rows": rows, "pairs": len(verdict.pairs),
+            "images": verdict.images, "seeds": verdict.seeds}
+
+
+def _galleries(summaries: Sequence[ModelSummary], verdict: Verdict,
+               protocol: dict[str, Any] | None) -> dict[str, Any]:
+    if not verdict.tested:
+        return {"pairs": [], "why": "no run kept its per-image predictions"}
+    pairs = gallery.disagreements(summaries, verdict, gallery.test_images(protocol))
+    why = "" if pairs else ("the test images cannot be read on this machine (the dataset of "
+                            "the protocol is not here)")
+    return {"pairs": pairs, "why": why}
 
 
 def _runs(runs: Sequence[Run]) -> list[dict[str, Any]]:
@@ -110,6 +160,8 @@ def build_html(runs: Sequence[Run], protocol: dict[str, Any] | None, study: str,
                db: str) -> str:
     """The page for the runs of one protocol (a row of the study's protocols table)."""
     summaries = summarize(runs)
+    verdict = judge(summaries)
+    galleries = _galleries(summaries, verdict, protocol)
     protocol = protocol or {}
     body = protocol.get("body") or {}
     done = [r for r in runs if r.status == "done"]
@@ -125,9 +177,12 @@ def build_html(runs: Sequence[Run], protocol: dict[str, Any] | None, study: str,
         devices=", ".join(sorted({r.device for r in done if r.device})) or "no device yet",
         version=__version__, written=time.strftime("%Y-%m-%d %H:%M"), db=db,
         description=body.get("description"), multi_seed=any(len(s.done) > 1 for s in summaries),
-        headers=TABLE_HEADERS, left={1, 2, len(TABLE_HEADERS) - 1}, results=_results(summaries),
+        headers=TABLE_HEADERS, left={1, 2, len(TABLE_HEADERS) - 1},
+        results=_results(summaries, verdict), interval_note=interval_note(summaries),
+        verdict=verdict.sentences(), matrix=_matrix(verdict), galleries=galleries,
         tta=body.get("tta") or [], results_csv=RESULTS_CSV, summary_csv=SUMMARY_CSV,
-        results_uri=_data_uri(runs_csv(runs)), summary_uri=_data_uri(summary_csv(summaries)),
+        results_uri=_data_uri(runs_csv(runs)),
+        summary_uri=_data_uri(summary_csv(summaries, verdict)),
         plots=_plots(summaries), runs=_runs(runs), cards=_cards(summaries),
         protocol_text=protocol.get("yaml") or json.dumps(body, indent=1))
 

@@ -4,7 +4,6 @@ are."""
 from __future__ import annotations
 
 import math
-import statistics
 from typing import Sequence
 
 from archlab._plot import confusion_figure, figure, to_svg
@@ -22,6 +21,14 @@ def colours(summaries: Sequence[ModelSummary]) -> dict[str, str]:
         sorted(summaries, key=lambda s: s.label))}
 
 
+def _yerr(s: ModelSummary, y: float) -> list[list[float]] | None:
+    """The 95% interval of a model's top-1 as matplotlib's (below, above) error bar."""
+    ci = s.interval("top1")
+    if ci is None:
+        return None
+    return [[100 * (y - ci.low)], [100 * (ci.high - y)]]
+
+
 def scatter(summaries: Sequence[ModelSummary], x_attr: str, title: str, xlabel: str,
              colours: dict[str, str], prefix: str, use_tta: bool = False) -> str | None:
     pts = []
@@ -31,7 +38,7 @@ def scatter(summaries: Sequence[ModelSummary], x_attr: str, title: str, xlabel: 
         if x is None or y is None or x <= 0:
             continue
         xerr = s.std(x_attr) if x_attr == "train_time" else None
-        pts.append((s, x, 100 * y, xerr, 100 * s.std("top1") if s.std("top1") else None))
+        pts.append((s, x, 100 * y, xerr, _yerr(s, y)))
     if not pts:
         return None
     fig = figure(6.4, 4.2)
@@ -70,37 +77,59 @@ def seed_plot(summaries: Sequence[ModelSummary], colours: dict[str, str], prefix
         ax.scatter(ys, [i] * len(ys), color=colours[s.label], s=28, zorder=3)
         m = sum(ys) / len(ys)
         ax.plot([m, m], [i - 0.3, i + 0.3], color="black", lw=2, zorder=4)
-        if len(ys) > 1:
-            sd = statistics.stdev(ys)
-            ax.plot([m - sd, m + sd], [i, i], color=colours[s.label], lw=1.5, alpha=0.6)
+        ci = s.interval("top1")
+        if ci is not None:
+            ax.plot([100 * ci.low, 100 * ci.high], [i, i], color=colours[s.label], lw=2.5,
+                    alpha=0.5, solid_capstyle="butt")
     ax.set_yticks(range(len(rows)), [s.label for s in reversed(rows)])
-    ax.set_xlabel("test top-1 accuracy (%): one dot per seed, bar = mean, line = ±1 sd")
-    ax.set_title("Mean and spread over seeds")
+    seeds = max(len(s.done) for s in rows)
+    ax.set_xlabel("test top-1 accuracy (%): one dot per seed, bar = mean, line = 95% interval"
+                  + (" (t over seeds)" if seeds > 1 else " (Wilson, test images: one seed)"))
+    ax.set_title("Mean over seeds and its 95% interval" if seeds > 1 else
+                 "One seed: the test set's sampling noise (no spread between trainings yet)")
     ax.grid(axis="y", alpha=0)
     return to_svg(fig, prefix)
 
 
-def curves(summaries: Sequence[ModelSummary], colours: dict[str, str], prefix: str
-            ) -> str | None:
-    runs = [r for s in summaries for r in s.runs if r.history]
-    if not runs:
-        return None
+LINE_STYLES = ["-", "--", ":", "-."]
+
+
+def _run_panels(runs: Sequence[Run], colours: dict[str, str], draw, **line) -> tuple:
+    """(figure, its two axes, the seeds): one line per run on each panel, the model's colour
+    and the seed's line style, each model labelled once; `draw(run, axes, style, label)`
+    draws one run with `style` (colour, line style and `line`)."""
     fig = figure(10, 3.9)
     axes = fig.subplots(1, 2)
-    styles = ["-", "--", ":", "-."]
     seeds = sorted({r.seed for r in runs})
     labelled: set[str] = set()
     for r in runs:
+        style = dict(color=colours.get(r.label, "black"),
+                     ls=LINE_STYLES[seeds.index(r.seed) % len(LINE_STYLES)], **line)
+        draw(r, axes, style, r.label if r.label not in labelled else None)
+        labelled.add(r.label)
+    if len(seeds) > 1:
+        fig.text(0.5, -0.02, "line style: seed " + ", ".join(
+            f"{s} {LINE_STYLES[i % len(LINE_STYLES)]}" for i, s in enumerate(seeds)),
+            ha="center")
+    return fig, axes, seeds
+
+
+def curves(summaries: Sequence[ModelSummary], colours: dict[str, str], prefix: str
+           ) -> str | None:
+    runs = [r for s in summaries for r in s.runs if r.history]
+    if not runs:
+        return None
+
+    def draw(r: Run, axes, style, label) -> None:
         h = r.history
         ep = [row["epoch"] for row in h]
-        style = styles[seeds.index(r.seed) % len(styles)]
-        kw = dict(color=colours.get(r.label, "black"), ls=style, marker="o", ms=3, lw=1.4)
-        lab = r.label if r.label not in labelled else None
-        labelled.add(r.label)
         if any("val_top1" in row for row in h):
-            axes[0].plot(ep, [100 * row.get("val_top1", math.nan) for row in h], label=lab, **kw)
+            axes[0].plot(ep, [100 * row.get("val_top1", math.nan) for row in h], label=label,
+                         **style)
         if any("train_loss" in row for row in h):
-            axes[1].plot(ep, [row.get("train_loss", math.nan) for row in h], **kw)
+            axes[1].plot(ep, [row.get("train_loss", math.nan) for row in h], **style)
+
+    fig, axes, _ = _run_panels(runs, colours, draw, marker="o", ms=3, lw=1.4)
     axes[0].set_title("Validation top-1 by epoch")
     axes[0].set_xlabel("epoch")
     axes[0].set_ylabel("accuracy (%)")
@@ -115,9 +144,32 @@ def curves(summaries: Sequence[ModelSummary], colours: dict[str, str], prefix: s
     for ax in axes:
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0].legend(fontsize=7, loc="lower right", ncol=2)
-    if len(seeds) > 1:
-        fig.text(0.5, -0.02, "line style: seed " + ", ".join(
-            f"{s} {styles[i % len(styles)]}" for i, s in enumerate(seeds)), ha="center")
+    fig.tight_layout()
+    return to_svg(fig, prefix)
+
+
+def step_curves(summaries: Sequence[ModelSummary], colours: dict[str, str], prefix: str
+                ) -> str | None:
+    """Training error and loss every few steps (the ResNet paper's Fig. 1 and 6 are drawn
+    this way: a deeper plain net's training error stays above a shallower one's)."""
+    runs = [r for s in summaries for r in s.done if (r.result or {}).get("steps")]
+    if not runs:
+        return None
+
+    def draw(r: Run, axes, style, label) -> None:
+        st = r.result["steps"]
+        axes[0].plot(st["epoch"], [100 * e for e in st["train_error"]], label=label, **style)
+        axes[1].plot(st["epoch"], st["train_loss"], **style)
+
+    fig, axes, _ = _run_panels(runs, colours, draw, lw=1.2)
+    axes[0].set_title("Training error, every few steps")
+    axes[0].set_ylabel("error on the batches (%)")
+    axes[1].set_title("Training loss, every few steps")
+    axes[1].set_ylabel("cross-entropy")
+    axes[1].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=7, loc="upper right", ncol=2)
     fig.tight_layout()
     return to_svg(fig, prefix)
 
@@ -164,4 +216,4 @@ def per_class(summaries: Sequence[ModelSummary], prefix: str) -> str | None:
 
 
 __all__ = ["FAMILY_COLOURS", "colours", "confusion", "curves", "per_class", "scatter",
-           "seed_plot"]
+           "seed_plot", "step_curves"]

@@ -26,7 +26,8 @@ from archlab.study.backends import redact_url
 from archlab.study.location import open_study
 from archlab.study.page import REPORT_HTML, RESULTS_CSV, SUMMARY_CSV, build_html
 from archlab.study.store import Store
-from archlab.study.summary import print_results, runs_csv, summarize, summary_csv
+from archlab.study.summary import summarize
+from archlab.study.table import print_results, runs_csv, summary_csv
 
 
 def choose_protocol(store: Store, protocol: str | None = None) -> dict[str, Any] | None:

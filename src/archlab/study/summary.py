@@ -1,19 +1,19 @@
-"""The runs of a study grouped by model, and the results table: one row per model, ranked
-by mean test top-1, its columns those of `RunMeasures` that the table shows. The same
-rows feed the terminal, report.html and summary.csv."""
+"""The runs of a study grouped by model, ranked by mean test top-1: what each model scored
+over its seeds, with the 95% interval of its accuracy, and which test images each run got
+right (for the paired tests of verdict.py)."""
 from __future__ import annotations
 
-import csv
-import io
 import statistics
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from archlab._text import fmt_bytes, fmt_time, format_table, human, pct
+import numpy as np
+
 from archlab.study.entry import ModelEntry, card_of
-from archlab.study.measures import MEASURES, TABLE_MEASURES, summary_csv_names
+from archlab.study.measures import MEASURES
+from archlab.study.predictions import RunPredictions
 from archlab.study.schema import Run
+from archlab.study.stats import Interval, accuracy_interval
 
 
 def mean(values: Sequence[float | None]) -> float | None:
@@ -80,6 +80,30 @@ class ModelSummary:
         return ", ".join(f"{n} {s}" for s, n in counts.items())
 
     @property
+    def test_images(self) -> int | None:
+        """How many test images each run was judged on."""
+        return next(((r.result or {}).get("test_images") for r in self.done
+                     if (r.result or {}).get("test_images")), None)
+
+    def interval(self, attr: str = "top1") -> Interval | None:
+        """The 95% interval of an accuracy over the seeds: Student's t of the mean with two
+        or more seeds, Wilson's binomial interval of the run with one."""
+        values = [getattr(r, attr) for r in self.done if getattr(r, attr) is not None]
+        if not values or not self.test_images:
+            return None
+        return accuracy_interval(values, self.test_images)
+
+    def correct(self, tta: bool = False) -> dict[int, np.ndarray]:
+        """{seed: which test images the run got right}, for the runs that kept their
+        predictions (with TTA: the runs that had it)."""
+        out = {}
+        for r in self.done:
+            p = RunPredictions.of(r)
+            if p is not None and (not tta or p.pred_tta is not None):
+                out[r.seed] = p.correct(tta)
+        return out
+
+    @property
     def best_run(self) -> Run | None:
         return max(self.done, key=lambda r: (r.top1, -r.seed), default=None)
 
@@ -116,91 +140,4 @@ def family_of(name: str) -> str:
         return "?"
 
 
-# --------------------------------------------------------------------------------------
-# The results table
-# --------------------------------------------------------------------------------------
-
-TABLE_HEADERS = ("#", "model", "family", *(f.metadata["header"] for f in TABLE_MEASURES),
-                 "seeds", "status")
-TABLE_ALIGN = "rll" + "r" * len(TABLE_MEASURES) + "rl"
-_SHOWN_AS = {"count": human, "time": fmt_time, "percent": pct, "bytes": fmt_bytes,
-             "number": lambda v: "-" if v is None else f"{v:g}"}
-
-
-def _cell(s: ModelSummary, f) -> str:
-    if f.metadata["summary"] != "mean_sd":
-        return _SHOWN_AS[f.metadata["shown_as"]](s.value(f.name))
-    m, sd = s.mean(f.name), s.std(f.name)
-    if m is None:
-        return "-"
-    return pct(m) + (f" ± {pct(sd)}" if sd is not None else "")
-
-
-def table_rows(summaries: Sequence[ModelSummary]) -> list[list[str]]:
-    return [[str(i) if s.done else "-", s.label, s.family,
-             *(_cell(s, f) for f in TABLE_MEASURES), str(len(s.done)), s.status]
-            for i, s in enumerate(summaries, 1)]
-
-
-def table_sort_values(summaries: Sequence[ModelSummary]) -> list[list[Any]]:
-    """The number behind each cell of the table (None where the text sorts)."""
-    return [[None, None, None, *(s.value(f.name) for f in TABLE_MEASURES), None, None]
-            for s in summaries]
-
-
-def print_results(runs: Sequence[Run], file=None) -> None:
-    """The results table, ranked by mean test top-1."""
-    out = file or sys.stdout
-    summaries = summarize(runs)
-    print(format_table(table_rows(summaries), TABLE_HEADERS, TABLE_ALIGN), file=out)
-    seeds = max((len(s.done) for s in summaries), default=0)
-    if seeds > 1:
-        print("(accuracies are the mean ± standard deviation over seeds)", file=out)
-    failed = [r for r in runs if r.status == "failed"]
-    for r in failed:
-        print(f"failed: {r.label} seed {r.seed}: {r.error}", file=out)
-
-
-# --------------------------------------------------------------------------------------
-# CSV
-# --------------------------------------------------------------------------------------
-
-RUN_FIELDS = ("label", "model", "family", "seed", "status", *(f.name for f in MEASURES),
-              "train_images", "test_images", "image_size", "protocol_hash", "key", "run_dir",
-              "error")
-SUMMARY_FIELDS = ("rank", "label", "model", "family", "seeds",
-                  *(n for f in TABLE_MEASURES for n in summary_csv_names(f)), "status")
-
-
-def runs_csv(runs: Sequence[Run]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=RUN_FIELDS, extrasaction="ignore")
-    w.writeheader()
-    for r in runs:
-        res = r.result or {}
-        w.writerow({**r.as_dict(), "family": res.get("family") or family_of(r.model),
-                    "train_images": res.get("train_images"),
-                    "test_images": res.get("test_images"), "image_size": res.get("image_size")})
-    return buf.getvalue()
-
-
-def summary_csv(summaries: Sequence[ModelSummary]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS)
-    w.writeheader()
-    for i, s in enumerate(summaries, 1):
-        row: dict[str, Any] = {"rank": i if s.done else None, "label": s.label,
-                               "model": s.model, "family": s.family, "seeds": len(s.done),
-                               "status": s.status}
-        for f in TABLE_MEASURES:
-            names = summary_csv_names(f)
-            row[names[0]] = s.value(f.name)
-            if len(names) > 1:
-                row[names[1]] = s.std(f.name)
-        w.writerow(row)
-    return buf.getvalue()
-
-
-__all__ = ["ModelSummary", "RUN_FIELDS", "SUMMARY_FIELDS", "TABLE_ALIGN", "TABLE_HEADERS",
-           "family_of", "mean", "print_results", "runs_csv", "summarize", "summary_csv",
-           "table_rows", "table_sort_values"]
+__all__ = ["ModelSummary", "family_of", "mean", "summarize"]
