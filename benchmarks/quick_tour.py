@@ -18,6 +18,13 @@ recorded before and after: on a shared machine the times are pessimistic.
     python benchmarks/quick_tour.py --repeat 1 --protocol my.yaml
     python benchmarks/quick_tour.py --repeat 1 --against benchmarks/results/quick_tour.json
                                                           # one more, checked against the last
+    python benchmarks/quick_tour.py --repeat 1 --minutes 30 \
+        --out benchmarks/results/quick_tour_3_seeds.json -- --seeds 3
+                                                          # three seeds: intervals, verdict
+
+Each repetition also records what the report concludes: every model's mean top-1 with its
+95% interval, its rank ("=1" when tied with the first), every pair's difference with its
+bootstrap interval and Holm-adjusted p-value, and the verdict in words.
 """
 from __future__ import annotations
 
@@ -92,7 +99,7 @@ def run_once(protocol: str, study: Path, extra: list[str]) -> dict:
         runs = [r for r in store.runs() if r.status == "done"]
     finally:
         store.close()
-    ranked = sorted(runs, key=lambda r: (-r.top1, r.label))
+    ranked = sorted(runs, key=lambda r: (-r.top1, r.label, r.seed))
     return {
         "wall_s": round(wall, 1),
         # The sampled sum over the process tree; at least the largest single process.
@@ -101,11 +108,32 @@ def run_once(protocol: str, study: Path, extra: list[str]) -> dict:
         "load_before": [round(x, 2) for x in load0],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "ranking": [r.label for r in ranked],
-        "runs": [{"label": r.label, "model": r.model, "top1": r.top1, "top5": r.top5,
-                  "train_time_s": r.train_time, "wall_time_s": r.wall_time,
+        "runs": [{"label": r.label, "model": r.model, "seed": r.seed, "top1": r.top1,
+                  "top5": r.top5, "train_time_s": r.train_time, "wall_time_s": r.wall_time,
                   "epochs": r.epochs_done, "params": r.params, "macs": r.macs}
                  for r in ranked],
+        **conclusions(runs),
     }
+
+
+def conclusions(runs: list) -> dict:
+    """What the report concludes from the runs: intervals, ranks, pairs, the verdict."""
+    from archlab.study import judge, summarize
+
+    summaries = summarize(runs)
+    verdict = judge(summaries)
+    ranks = verdict.ranks()
+    models = []
+    for s in summaries:
+        ci = s.interval()
+        models.append({"label": s.label, "rank": ranks.get(s.label), "seeds": len(s.done),
+                       "top1_mean": s.mean("top1"), "top1_ci": ci and [ci.low, ci.high],
+                       "ci_method": ci and ci.method, "train_time_mean_s": s.mean("train_time"),
+                       "train_time_sd_s": s.std("train_time")})
+    pairs = [{"a": a, "b": b, "delta": d.delta, "ci": [d.ci.low, d.ci.high],
+              "p": d.p_value, "p_adjusted": d.p_adjusted, "significant": d.significant,
+              "a_only": d.a_only, "b_only": d.b_only} for (a, b), d in verdict.pairs.items()]
+    return {"models": models, "pairs": pairs, "verdict": verdict.sentences()}
 
 
 def main() -> None:
@@ -114,6 +142,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="runs of the whole command")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "quick_tour.json"))
     ap.add_argument("--keep", help="keep the studies under this directory")
+    ap.add_argument("--minutes", type=float, default=TARGET_S / 60,
+                    help="the wall-time target (default 10: one seed)")
     ap.add_argument("--against", help="a previous result file whose repetitions join these "
                                       "(the ranking must be the same)")
     ap.add_argument("extra", nargs="*", help="more `archlab compare` arguments (after --)")
@@ -138,7 +168,8 @@ def main() -> None:
         reps = json.loads(Path(args.against).read_text())["repetitions"] + reps
     first = reps[0]
     checks = {
-        f"wall time under {TARGET_S / 60:.0f} min": all(r["wall_s"] < TARGET_S for r in reps),
+        f"wall time under {args.minutes:g} min": all(r["wall_s"] < 60 * args.minutes
+                                                     for r in reps),
         "peak memory under 4 GiB": all(r["peak_rss_bytes"] < TARGET_MEM for r in reps),
         f"every model at least {TARGET_TOP1:.0%}": all(
             x["top1"] >= TARGET_TOP1 for r in reps for x in r["runs"]),
@@ -153,10 +184,12 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    print(f"\n{'model':32s} {'top-1':>7s} {'train':>7s} {'wall':>7s}")
+    print(f"\n{'model':42s} {'seed':>4s} {'top-1':>7s} {'train':>7s} {'wall':>7s}")
     for x in first["runs"]:
-        print(f"{x['label']:32s} {x['top1']:7.2%} {x['train_time_s']:6.0f}s "
+        print(f"{x['label']:42s} {x['seed']:4d} {x['top1']:7.2%} {x['train_time_s']:6.0f}s "
               f"{x['wall_time_s']:6.0f}s")
+    for sentence in first["verdict"]:
+        print(sentence)
     for name, ok in checks.items():
         print(f"{'ok  ' if ok else 'MISS'} {name}")
     print(f"results: {out}")

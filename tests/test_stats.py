@@ -140,3 +140,28 @@ def test_pairwise_adjusts_and_finds_the_ties():
 def test_different_test_sets_are_refused():
     with pytest.raises(ValueError, match="different images"):
         compare_accuracy(np.ones(10, bool), np.ones(11, bool))
+
+
+def test_a_difference_is_real_only_when_the_test_and_the_interval_agree():
+    # Four images, all one way: the bootstrap interval misses zero, McNemar (p = 2/16) does
+    # not call it; the verdict follows the exact test.
+    a, b = _pair(4, 0, both=1800, neither=196)
+    d = compare_accuracy(a, b)
+    assert d.ci.low > 0 and d.p_value == pytest.approx(2 / 16) and not d.significant
+    # Two seeds that disagree: pooled over seeds the images say a is better, but the
+    # trainings differ so much that the interval, resampling the seeds, covers zero.
+    rng = np.random.default_rng(6)
+    truth = rng.random(3000)
+    a2 = np.stack([truth < 0.95, truth < 0.80])
+    b2 = np.stack([truth < 0.80, truth < 0.84])
+    d2 = compare_accuracy(a2, b2)
+    assert d2.p_value < 1e-10 and 0.0 in d2.ci and not d2.significant
+    # Two seeds in accord: both say yes.
+    d3 = compare_accuracy(np.stack([truth < 0.95, truth < 0.94]),
+                          np.stack([truth < 0.80, truth < 0.81]))
+    assert d3.significant
+
+
+def test_intervals_of_an_accuracy_stay_in_zero_one():
+    ci = accuracy_interval([0.98, 0.999], 1000)
+    assert ci.method == "t" and 0.0 <= ci.low and ci.high == 1.0

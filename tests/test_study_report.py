@@ -22,7 +22,7 @@ from study_fixtures import tiny_protocol, wait_for  # noqa: F401
 from archlab.study import compare, report
 
 PLOTS = ("plot-accuracy-time", "plot-accuracy-params", "plot-accuracy-macs", "plot-seeds",
-         "plot-curves", "plot-confusion", "plot-per-class")
+         "plot-curves", "plot-steps", "plot-confusion", "plot-per-class")
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,14 @@ def test_terminal_table_and_csv(study, tmp_path, capsys):
     assert all(r["status"] == "done" and 0 <= float(r["top1"]) <= 1 for r in rows)
     summary = list(csv.DictReader(io.StringIO((study / "summary.csv").read_text())))
     assert {r["label"] for r in summary} == {"resnet-tiny", "resnet-tiny-w", "sift-bovw"}
+    # Every accuracy carries its interval, and the table says which models are tied.
+    assert "top-1 % [95% CI]" in out and ("Tied with #1" in out or "ahead of every" in out)
+    for r in summary:
+        assert float(r["top1_ci_low"]) <= float(r["top1_mean"]) <= float(r["top1_ci_high"])
+        assert r["top1_ci_method"] == "t"           # two seeds each
+    assert sum(r["delta_vs_best"] == "" for r in summary) == 1   # the first has none
+    for r in rows:
+        assert float(r["top1_ci_low"]) <= float(r["top1"]) <= float(r["top1_ci_high"])
 
 
 def test_report_is_self_contained(study):
@@ -64,6 +72,10 @@ def test_report_is_self_contained(study):
     for plot in PLOTS:
         assert f'id="{plot}"' in html, plot
     assert "tiny" in html and "Deep Residual Learning" in html   # the protocol and the cards
+    # The paired comparison: a 3x3 matrix of the models, and a gallery for each of the 3 pairs.
+    assert html.count('id="pairwise"') == 1 and html.count("<select id=\"pair-select\"") == 1
+    assert html.count('class="gallery"') == 3
+    assert "McNemar" in html and "Holm" in html
 
 
 # --------------------------------------------------------------------------------------
@@ -171,6 +183,21 @@ def test_report_opens_in_chromium_with_every_plot_drawn(study, tmp_path):
         for plot in PLOTS:
             f = figures[plot]
             assert not f["empty"] and f["width"] > 200 and f["height"] > 100 and f["marks"] > 5, f
+
+        # The gallery shows one pair at a time, and the select switches it.
+        shown = browser.evaluate("""(() => {
+            const visible = () => [...document.querySelectorAll('div.gallery')]
+                .filter(g => !g.hidden).map(g => g.id);
+            const before = visible();
+            const s = document.getElementById('pair-select');
+            s.value = s.options[2].value;
+            s.dispatchEvent(new Event('change'));
+            const imgs = [...document.querySelectorAll('div.gallery:not([hidden]) img')]
+                .map(i => i.naturalWidth);
+            return JSON.stringify([before, visible(), imgs]); })()""")
+        before, after, widths = json.loads(shown)
+        assert before == ["pair-0"] and after == ["pair-2"]
+        assert widths and all(w == 56 for w in widths)   # the thumbnails decode
 
         # The results table sorts when a header is clicked (the page's own script runs).
         order = browser.evaluate("""(() => {

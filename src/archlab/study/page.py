@@ -17,7 +17,7 @@ from archlab.study.schema import Run
 from archlab.study.summary import ModelSummary, summarize
 from archlab.study.table import (TABLE_HEADERS, interval_note, runs_csv, summary_csv,
                                  table_rows, table_sort_values)
-from archlab.study.stats import difference
+from archlab.study.stats import Difference, difference
 from archlab.study.verdict import Verdict, format_p, judge
 
 RESULTS_CSV = "results.csv"
@@ -118,10 +118,16 @@ def _matrix(verdict: Verdict) -> dict[str, Any] | None:
                                    f"[{100 * d.ci.low:+.2f}, {100 * d.ci.high:+.2f}]; "
                                    f"{d.a_only} images only {a} gets right, {d.b_only} only "
                                    f"{b}; McNemar p {format_p(d.p_value)}, Holm-adjusted "
-                                   f"{format_p(d.p_adjusted)}"})
+                                   f"{format_p(d.p_adjusted)}" + _per_seed(d)})
         rows.append({"label": a, "cells": cells})
     return {"labels": labels, "rows": rows, "pairs": len(verdict.pairs),
             "images": verdict.images, "seeds": verdict.seeds}
+
+
+def _per_seed(d: Difference) -> str:
+    if d.seeds < 2:
+        return ""
+    return "; per seed, unadjusted: " + ", ".join(format_p(p) for p in d.per_seed_p)
 
 
 def _galleries(summaries: Sequence[ModelSummary], verdict: Verdict,

@@ -29,10 +29,14 @@ The tests behind the verdicts:
 - Holm's step-down correction when many pairs are tested at once: with 8 models there are
   28 pairs, and at 5% each about one would look "significant" by chance alone.
 
-The test decides; the bootstrap interval says how large the difference may be. They can
-disagree when the models differ on very few images (four images all one way: McNemar's
-p = 2/16, while the percentile bootstrap, which rarely resamples none of the four, gives an
-interval that misses zero): the exact test is the one to trust there.
+A difference is called real (`significant`) when both agree: the Holm-adjusted McNemar
+p-value is under alpha AND the bootstrap interval leaves out zero. Each guards the other's
+blind spot. With one seed and very few disagreeing images (four, all one way) the percentile
+bootstrap, which rarely resamples none of the four, misses zero while McNemar's exact
+p = 2/16 does not: the exact test is right there. With several seeds the pooled McNemar
+count treats every seed's images as fresh draws and ignores how much the trainings differ,
+which the bootstrap's resampled seeds carry: two seeds far apart widen its interval over
+zero, and the architectures are then not told apart, as they should not be.
 
 Computed with scipy and statsmodels; the bootstrap is a few lines of numpy because it draws
 seeds and images at two levels, which scipy.stats.bootstrap does not.
@@ -79,7 +83,8 @@ class Difference:
     bootstrap interval; a_only / b_only: images (summed over seeds) that only a / only b
     gets right; p_value: McNemar's exact test on those; p_adjusted: after Holm's correction
     for the pairs tested together (p_value itself for a single comparison); significant:
-    p_adjusted < alpha; per_seed_p: each seed's own McNemar p-value."""
+    p_adjusted < alpha and the interval leaves out zero (see the module's docstring);
+    per_seed_p: each seed's own McNemar p-value."""
 
     delta: float
     ci: Interval
@@ -127,11 +132,13 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> In
 def accuracy_interval(top1: Sequence[float], n_images: int,
                       confidence: float = CONFIDENCE) -> Interval:
     """The interval of a model's top-1 over its seeds: the t interval of the mean with two
-    or more seeds (the spread between trainings), Wilson's binomial interval of the one
-    run with a single seed (the test set's sampling noise alone)."""
+    or more seeds (the spread between trainings on this test set), cut to [0, 1] where an
+    accuracy lies (two seeds give t = 12.7 standard errors), and Wilson's binomial interval
+    of the one run with a single seed (the test set's sampling noise alone)."""
     values = [x for x in top1 if x is not None]
     if len(values) >= 2:
-        return mean_interval(values, confidence)
+        ci = mean_interval(values, confidence)
+        return Interval(max(0.0, ci.low), min(1.0, ci.high), ci.method, confidence)
     if len(values) == 1:
         return binomial_interval(round(values[0] * n_images), n_images, confidence)
     raise ValueError("no accuracy to put an interval on")
@@ -204,11 +211,16 @@ def compare_accuracy(a_correct: np.ndarray, b_correct: np.ndarray, *, alpha: flo
                          f"{a.shape} against {b.shape}")
     per_seed = tuple(mcnemar_exact(a[i], b[i])[2] for i in range(len(a)))
     a_only, b_only, p = mcnemar_exact(a, b)
+    ci = paired_bootstrap(a, b, n_resamples, 1 - alpha, seed)
     return Difference(
-        delta=float(a.mean() - b.mean()),
-        ci=paired_bootstrap(a, b, n_resamples, 1 - alpha, seed),
-        a_only=a_only, b_only=b_only, p_value=p, p_adjusted=p, significant=p < alpha,
-        per_seed_p=per_seed, seeds=len(a), images=a.shape[1])
+        delta=float(a.mean() - b.mean()), ci=ci, a_only=a_only, b_only=b_only, p_value=p,
+        p_adjusted=p, significant=_real(p, ci, alpha), per_seed_p=per_seed, seeds=len(a),
+        images=a.shape[1])
+
+
+def _real(p_adjusted: float, ci: Interval, alpha: float) -> bool:
+    """The test and the interval agree that there is a difference."""
+    return p_adjusted < alpha and 0.0 not in ci
 
 
 def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[float]:
@@ -236,7 +248,8 @@ def pairwise(correct: Mapping[str, Mapping[int, np.ndarray]], *, alpha: float = 
         raw[(m_a, m_b)] = compare_accuracy(a, b, alpha=alpha, n_resamples=n_resamples,
                                            seed=seed)
     adjusted = holm([d.p_value for d in raw.values()], alpha)
-    return {pair: Difference(**{**d.__dict__, "p_adjusted": p, "significant": p < alpha})
+    return {pair: Difference(**{**d.__dict__, "p_adjusted": p,
+                                "significant": _real(p, d.ci, alpha)})
             for (pair, d), p in zip(raw.items(), adjusted)}
 
 

@@ -27,6 +27,9 @@ _SHOWN_AS = {"count": human, "time": fmt_time, "percent": pct, "bytes": fmt_byte
 
 
 def _cell(s: ModelSummary, f) -> str:
+    if f.metadata["shown_as"] == "time" and s.std(f.name) is not None:
+        # A time over seeds with its spread: runs sharing a machine vary by tens of percent.
+        return f"{fmt_time(s.mean(f.name))} ±{fmt_time(s.std(f.name))}"
     if f.metadata["summary"] != "mean_sd":
         return _SHOWN_AS[f.metadata["shown_as"]](s.value(f.name))
     m = s.mean(f.name)

@@ -63,13 +63,14 @@ class Verdict:
         n_pairs = len(self.pairs)
         how = (f"McNemar's exact test on the {self.images:,} test images"
                + (f", pooled over {self.seeds} seeds" if self.seeds > 1 else "")
-               + f", Holm-adjusted over {n_pairs} pair{'s' * (n_pairs != 1)}, "
+               + f", Holm-adjusted over {n_pairs} pair{'s' * (n_pairs != 1)}, and the "
+               f"paired bootstrap interval of the difference must agree at the "
                f"{100 * ALPHA:g}% level")
         out = []
         worse = [m for m in self.order[1:] if m not in self.tied and m not in self.untested]
         if self.tied:
-            out.append(f"Tied with #1, {self.best}: {self._listing(self.tied)}. No test "
-                       f"separates them from it ({how}); their order says nothing.")
+            out.append(f"Tied with #1, {self.best}: {self._listing(self.tied)}. They are "
+                       f"not told apart from it ({how}); their order says nothing.")
         else:
             out.append(f"{self.best} is ahead of every other model ({how}).")
         if worse:
