@@ -1,5 +1,5 @@
 """The results table of a study, and its CSV files: one row per model, ranked by mean test
-top-1 ("=1" for the models no test separates from the first), the accuracies with their 95%
+top-1 ("=1" for the models not told apart from the first), the accuracies with their 95%
 interval, the other columns those of `RunMeasures` that the table shows; the verdict in
 words under it. The same rows feed the terminal, report.html and summary.csv."""
 from __future__ import annotations
