@@ -330,3 +330,17 @@ def test_small_input_keeps_resolution_in_the_stem_and_first_stride_two_stage():
         features, stages = model.forward_intermediates(torch.randn(1, 3, 32, 32))
     assert features.shape == (1, 1280, 4, 4)
     assert [t.shape[-1] for t in stages] == [32, 32, 16, 8, 8, 4, 4]
+
+
+def test_a_custom_phi_is_built_and_costed_at_its_own_resolution():
+    # The compound rule's resolution, 224 * 1.15^phi to the nearest 8, is the card's input
+    # size, so profile() costs the model where the rule meant it to run.
+    from archlab.analysis import profile
+
+    assert archlab.create_model("efficientnet_custom", phi=2).card.input_size == (3, 296, 296)
+    base = profile("efficientnet_custom", phi=0).macs
+    for phi in (1, 2, 3):
+        p = profile("efficientnet_custom", phi=phi)
+        assert p.input_size[1] == int(8 * round(224 * 1.15 ** phi / 8))
+        # About 2^phi the FLOPs (alpha * beta^2 * gamma^2 = 1.92, then rounding).
+        assert 1.6 ** phi < p.macs / base < 2.5 ** phi

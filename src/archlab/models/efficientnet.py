@@ -159,6 +159,9 @@ class EfficientNet(ImageClassifier):
             self.stage_config.append(cfg)
         total_blocks = sum(c["repeats"] for c in self.stage_config)
         self.scaling = dict(width=width, depth=depth, resolution=resolution, dropout=drop_rate)
+        # The side this scaling was meant for: the registry's card (and so `profile` and
+        # training's default size) takes it, so a custom φ is costed at 224·1.15^φ.
+        self.default_input_size = resolution
 
         chs, index = stem_out, 0
         stage_modules = []

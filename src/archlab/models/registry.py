@@ -171,16 +171,21 @@ def create_model(
     model = entry.builder(num_classes=num_classes, in_chans=in_chans,
                           small_input=small_input, **config)
     model.card = replace(entry.card, input_size=_input_size(entry.card, in_chans, small_input,
-                                                           config))
+                                                           config, model))
     model.model_name = name
     if pretrained:
         load_pretrained(model, pretrained)
     return model
 
 
-def _input_size(card: ModelCard, in_chans: int, small_input: bool, config: dict) -> tuple:
+def _input_size(card: ModelCard, in_chans: int, small_input: bool, config: dict,
+                model: Any) -> tuple:
+    """The input a built model is meant for: the small-input side, an `img_size` given, the
+    side its own configuration implies (`default_input_size`: EfficientNet's compound-scaled
+    resolution for a custom φ), or the card's."""
     if small_input:
         size = card.small_input_size
     else:
-        size = config.get("img_size", card.input_size[1])
+        size = config.get("img_size") or getattr(model, "default_input_size", None) \
+            or card.input_size[1]
     return (in_chans, size, size)
