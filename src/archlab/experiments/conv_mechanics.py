@@ -247,6 +247,7 @@ def _matrix_figure(m1: torch.Tensor, m2: torch.Tensor) -> str:
     limit = float(max(m1.abs().max(), m2.abs().max()))
     for ax, m, title in ((axes[0], m1, "stride 1"), (axes[1], m2, "stride 2")):
         image = ax.imshow(m.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.grid(False)
         ax.set_title(f"{title}: M is {m.shape[0]} x {m.shape[1]}")
         ax.set_xlabel("input pixel (channel, row, column)")
         ax.set_ylabel("output value (channel, row, column)")
