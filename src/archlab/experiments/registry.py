@@ -7,11 +7,12 @@ import time
 from typing import Iterable
 
 from archlab.experiments.base import Context, Experiment, Outcome
+from archlab.experiments.conv_mechanics import ConvMechanics
 from archlab.experiments.page import write_page
 from archlab.experiments.relu_low_dim import ReluLowDim
 
 # In the order of the course: what a convolution is, then the architectures' arguments.
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (ReluLowDim(),)}
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (ConvMechanics(), ReluLowDim())}
 
 
 def list_experiments() -> list[Experiment]:
