@@ -10,9 +10,11 @@ from archlab.experiments.base import Context, Experiment, Outcome
 from archlab.experiments.conv_mechanics import ConvMechanics
 from archlab.experiments.page import write_page
 from archlab.experiments.relu_low_dim import ReluLowDim
+from archlab.experiments.relu_vs_tanh import ReluVsTanh
 
 # In the order of the course: what a convolution is, then the architectures' arguments.
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (ConvMechanics(), ReluLowDim())}
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
+    ConvMechanics(), ReluVsTanh(), ReluLowDim())}
 
 
 def list_experiments() -> list[Experiment]:
