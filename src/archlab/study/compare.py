@@ -21,7 +21,7 @@ from archlab._text import fmt_time
 from archlab.study.backends import is_url, open_store
 from archlab.study.location import resolve_study
 from archlab.study.protocol import Protocol, load_protocol
-from archlab.study.report import print_results, write_report
+from archlab.study.report import write_report
 from archlab.study.store import DEFAULT_LEASE_S
 from archlab.study.work import (Session, StudyResult, WorkOptions, open_session, serve,
                                 train_left)
@@ -111,8 +111,7 @@ def _report(session: Session, proto: Protocol, out) -> None:
     counts = {s: sum(r.status == s for r in result.runs)
               for s in ("done", "failed", "running", "pending")}
     print(file=out)
-    print_results(result.runs, file=out)
-    result.report = write_report(session.study_dir, session.store, proto.hash)
+    result.report = write_report(session.study_dir, session.store, proto.hash, file=out)
     printer.say(f"\n{counts['done']} of {len(result.runs)} runs done"
                 + (f", {counts['failed']} failed" if counts["failed"] else "")
                 + (f", {counts['running']} running elsewhere" if counts["running"] else "")

@@ -14,11 +14,11 @@ from archlab._version import __version__
 from archlab.study import gallery, plots
 from archlab.study.entry import card_of
 from archlab.study.schema import Run
-from archlab.study.summary import ModelSummary, summarize
-from archlab.study.table import (TABLE_HEADERS, interval_note, runs_csv, summary_csv,
-                                 table_rows, table_sort_values)
+from archlab.study.summary import ModelSummary
+from archlab.study.table import (TABLE_HEADERS, Results, interval_note, table_rows,
+                                 table_sort_values)
 from archlab.study.stats import Difference, difference
-from archlab.study.verdict import Verdict, format_p, judge
+from archlab.study.verdict import Verdict, format_p
 
 RESULTS_CSV = "results.csv"
 SUMMARY_CSV = "summary.csv"
@@ -162,11 +162,11 @@ def _cards(summaries: Sequence[ModelSummary]) -> list[dict[str, Any]]:
     return out
 
 
-def build_html(runs: Sequence[Run], protocol: dict[str, Any] | None, study: str,
-               db: str) -> str:
-    """The page for the runs of one protocol (a row of the study's protocols table)."""
-    summaries = summarize(runs)
-    verdict = judge(summaries)
+def build_html(results: Results, protocol: dict[str, Any] | None, study: str, db: str,
+               csvs: dict[str, str]) -> str:
+    """The page for the judged runs of one protocol (a row of the study's protocols table);
+    `csvs` holds the text of results.csv and summary.csv, linked from the page."""
+    runs, summaries, verdict = results.runs, results.summaries, results.verdict
     galleries = _galleries(summaries, verdict, protocol)
     protocol = protocol or {}
     body = protocol.get("body") or {}
@@ -187,8 +187,7 @@ def build_html(runs: Sequence[Run], protocol: dict[str, Any] | None, study: str,
         results=_results(summaries, verdict), interval_note=interval_note(summaries),
         verdict=verdict.sentences(), matrix=_matrix(verdict), galleries=galleries,
         tta=body.get("tta") or [], results_csv=RESULTS_CSV, summary_csv=SUMMARY_CSV,
-        results_uri=_data_uri(runs_csv(runs)),
-        summary_uri=_data_uri(summary_csv(summaries, verdict)),
+        results_uri=_data_uri(csvs[RESULTS_CSV]), summary_uri=_data_uri(csvs[SUMMARY_CSV]),
         plots=_plots(summaries), runs=_runs(runs), cards=_cards(summaries),
         protocol_text=protocol.get("yaml") or json.dumps(body, indent=1))
 

@@ -26,8 +26,7 @@ from archlab.study.backends import redact_url
 from archlab.study.location import open_study
 from archlab.study.page import REPORT_HTML, RESULTS_CSV, SUMMARY_CSV, build_html
 from archlab.study.store import Store
-from archlab.study.summary import summarize
-from archlab.study.table import print_results, runs_csv, summary_csv
+from archlab.study.table import Results, print_results, runs_csv, summary_csv
 
 
 def choose_protocol(store: Store, protocol: str | None = None) -> dict[str, Any] | None:
@@ -45,16 +44,21 @@ def choose_protocol(store: Store, protocol: str | None = None) -> dict[str, Any]
 
 
 def write_report(study_dir: str | Path, store: Store, protocol_hash: str | None = None,
-                 out: str | Path | None = None) -> Path:
-    """Write report.html, results.csv and summary.csv for one protocol of a study."""
+                 out: str | Path | None = None, file=None) -> Path:
+    """Write report.html, results.csv and summary.csv for one protocol of a study; with
+    `file`, print the results table there too (the runs are judged once for all of them)."""
     study_dir = Path(study_dir)
     row = choose_protocol(store, protocol_hash)
-    runs = store.runs(row["hash"]) if row else []
+    results = Results.of(store.runs(row["hash"]) if row else [])
+    if file is not None:
+        print_results(results, file=file)
     out = Path(out) if out else study_dir / REPORT_HTML
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out, build_html(runs, row, str(study_dir), _db_name(store)))
-    write_atomic(out.parent / RESULTS_CSV, runs_csv(runs))
-    write_atomic(out.parent / SUMMARY_CSV, summary_csv(summarize(runs)))
+    csvs = {RESULTS_CSV: runs_csv(results.runs),
+            SUMMARY_CSV: summary_csv(results.summaries, results.verdict)}
+    write_atomic(out, build_html(results, row, str(study_dir), _db_name(store), csvs))
+    for name, text in csvs.items():
+        write_atomic(out.parent / name, text)
     return out
 
 
@@ -72,13 +76,14 @@ def report(study: str | Path, *, out: str | Path | None = None, protocol: str | 
         if row is None:
             raise ValueError(f"{study} holds no runs yet")
         runs = store.runs(row["hash"])
-        print(f"{row['name']} [{row['hash'][:8]}] in {_db_name(store)}", file=file or sys.stdout)
-        print_results(runs, file=file)
+        out_file = file or sys.stdout
+        print(f"{row['name']} [{row['hash'][:8]}] in {_db_name(store)}", file=out_file)
         if csv_path:
             write_atomic(Path(csv_path), runs_csv(runs))
         if not html_report:
+            print_results(runs, file=out_file)
             return None
-        return write_report(study_dir, store, row["hash"], out)
+        return write_report(study_dir, store, row["hash"], out, file=out_file)
     finally:
         store.close()
 

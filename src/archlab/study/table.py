@@ -8,6 +8,7 @@ import csv
 import io
 import sys
 import textwrap
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from archlab._text import fmt_bytes, fmt_time, format_table, human, pct
@@ -63,16 +64,32 @@ def interval_note(summaries: Sequence[ModelSummary]) -> str:
             "seed shows the test set's noise, not the spread between trainings].")
 
 
-def print_results(runs: Sequence[Run], file=None) -> None:
+@dataclass
+class Results:
+    """The runs of one protocol, grouped by model and judged once: the paired tests (a
+    bootstrap per pair) are the costly part, and the table, the page and summary.csv all
+    read the same verdict."""
+
+    runs: Sequence[Run]
+    summaries: Sequence[ModelSummary]
+    verdict: Verdict
+
+    @classmethod
+    def of(cls, runs: Sequence[Run]) -> "Results":
+        summaries = summarize(runs)
+        return cls(runs, summaries, judge(summaries))
+
+
+def print_results(runs: Sequence[Run] | Results, file=None) -> None:
     """The results table, ranked by mean test top-1, and the verdict under it."""
     out = file or sys.stdout
-    summaries = summarize(runs)
-    verdict = judge(summaries)
-    print(format_table(table_rows(summaries, verdict), TABLE_HEADERS, TABLE_ALIGN), file=out)
-    print(textwrap.fill(interval_note(summaries), 100), file=out)
-    for sentence in verdict.sentences():
+    res = runs if isinstance(runs, Results) else Results.of(runs)
+    print(format_table(table_rows(res.summaries, res.verdict), TABLE_HEADERS, TABLE_ALIGN),
+          file=out)
+    print(textwrap.fill(interval_note(res.summaries), 100), file=out)
+    for sentence in res.verdict.sentences():
         print(textwrap.fill(sentence, 100), file=out)
-    for r in runs:
+    for r in res.runs:
         if r.status == "failed":
             print(f"failed: {r.label} seed {r.seed}: {r.error}", file=out)
 
@@ -148,5 +165,5 @@ def summary_csv(summaries: Sequence[ModelSummary], verdict: Verdict | None = Non
     return buf.getvalue()
 
 
-__all__ = ["RUN_FIELDS", "SUMMARY_FIELDS", "TABLE_ALIGN", "TABLE_HEADERS", "interval_note",
+__all__ = ["RUN_FIELDS", "Results", "SUMMARY_FIELDS", "TABLE_ALIGN", "TABLE_HEADERS", "interval_note",
            "print_results", "runs_csv", "summary_csv", "table_rows", "table_sort_values"]
