@@ -45,6 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from archlab._plot import figure, to_svg
+from archlab._text import pct
 from archlab.experiments.base import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context, Experiment,
                                       Figure, Outcome)
 from archlab.experiments.training import (by_label, seeds_for, step_curve, steps_to_reach,
@@ -175,12 +176,8 @@ def _rows(numbers: dict[str, Any]) -> list[list[Any]]:
         ratio = "-" if r is None else f"{(numbers['budget'] if t is None else t) / r:.2f}" + (
             " or more" if t is None else "")
         rows.append([seed, shown(r), shown(t), ratio,
-                     *(_pct(numbers["top1"][act][i]) for act in ACTS)])
+                     *(pct(numbers["top1"][act][i], 1) for act in ACTS)])
     return rows
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def _curves(curves: dict[str, list[tuple[list[int], list[float]]]], threshold: float) -> str:
