@@ -214,11 +214,11 @@ def compare_accuracy(a_correct: np.ndarray, b_correct: np.ndarray, *, alpha: flo
     ci = paired_bootstrap(a, b, n_resamples, 1 - alpha, seed)
     return Difference(
         delta=float(a.mean() - b.mean()), ci=ci, a_only=a_only, b_only=b_only, p_value=p,
-        p_adjusted=p, significant=_real(p, ci, alpha), per_seed_p=per_seed, seeds=len(a),
-        images=a.shape[1])
+        p_adjusted=p, significant=is_significant(p, ci, alpha), per_seed_p=per_seed,
+        seeds=len(a), images=a.shape[1])
 
 
-def _real(p_adjusted: float, ci: Interval, alpha: float) -> bool:
+def is_significant(p_adjusted: float, ci: Interval, alpha: float) -> bool:
     """The test and the interval agree that there is a difference."""
     return p_adjusted < alpha and 0.0 not in ci
 
@@ -249,7 +249,7 @@ def pairwise(correct: Mapping[str, Mapping[int, np.ndarray]], *, alpha: float = 
                                            seed=seed)
     adjusted = holm([d.p_value for d in raw.values()], alpha)
     return {pair: Difference(**{**d.__dict__, "p_adjusted": p,
-                                "significant": _real(p, d.ci, alpha)})
+                                "significant": is_significant(p, d.ci, alpha)})
             for (pair, d), p in zip(raw.items(), adjusted)}
 
 
@@ -282,5 +282,5 @@ def tied_with_best(order: Sequence[str], pairs: Mapping[tuple[str, str], Differe
 
 
 __all__ = ["ALPHA", "CONFIDENCE", "Difference", "Interval", "accuracy_interval",
-           "binomial_interval", "compare_accuracy", "difference", "holm", "mcnemar_exact",
-           "mean_interval", "paired_bootstrap", "pairwise", "tied_with_best"]
+           "binomial_interval", "compare_accuracy", "difference", "holm", "is_significant",
+           "mcnemar_exact", "mean_interval", "paired_bootstrap", "pairwise", "tied_with_best"]
