@@ -106,6 +106,22 @@ def compare_variants(runs: Mapping[str, Sequence[Run]], baseline: str,
     return out
 
 
+def as_numbers(variants: Mapping[str, Variant]) -> dict[str, dict]:
+    """The variants as JSON for an outcome's `numbers`: cost, top-1 per seed with its
+    interval, and against the baseline the difference, its interval, Holm's p and the
+    outcome, which is what a `decide` reads."""
+    out = {}
+    for v in variants.values():
+        d = v.vs_baseline
+        out[v.label] = {
+            "params": v.params, "macs": v.macs, "top1": list(v.top1),
+            "interval": [v.interval.low, v.interval.high], "outcome": v.outcome,
+            "delta": None if d is None else d.delta,
+            "delta_ci": None if d is None else [d.ci.low, d.ci.high],
+            "p_adjusted": None if d is None else d.p_adjusted}
+    return out
+
+
 def variant_table(variants: Mapping[str, Variant], names: Mapping[str, str] | None = None
                   ) -> tuple[list[str], list[list[str]]]:
     """(headers, rows) for the page: cost, top-1 with its interval, and the difference with
@@ -149,5 +165,5 @@ def cost_accuracy_figure(variants: Mapping[str, Variant], title: str, prefix: st
     return to_svg(fig, prefix)
 
 
-__all__ = ["Variant", "compare_variants", "correctness", "cost_accuracy_figure",
+__all__ = ["Variant", "as_numbers", "compare_variants", "correctness", "cost_accuracy_figure",
            "variant_table"]
