@@ -46,12 +46,13 @@ import torch
 from torch import nn
 
 from archlab._plot import figure, to_svg
-from archlab._text import human, pct
+from archlab._text import human
 from archlab.analysis.profile import profile
 from archlab.experiments.base import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context, Experiment,
                                       Figure, Outcome)
 from archlab.experiments.training import by_label, seeds_for, train_study
-from archlab.experiments.variants import as_numbers, compare_variants, cost_accuracy_figure
+from archlab.experiments.variants import (AGAINST, as_numbers, compare_variants,
+                                          cost_accuracy_figure, delta_text, top1_text)
 from archlab.models import create_model
 from archlab.models.inception import GOOGLENET_TABLE, InceptionModule
 
@@ -214,13 +215,9 @@ def decide(numbers: dict[str, Any]) -> tuple[str, str]:
              f"({net[NAIVE]['macs'] / net[REDUCED]['macs']:.1f}×)"]
     for label in (NARROW, NAIVE):
         v = acc[label]
-        lo, hi = v["delta_ci"]
-        verb = {"worse": "worse than", "better": "better than", "tied": "tied with"}[
-            v["outcome"]]
-        words.append(f"the naive network {'at equal cost' if label == NARROW else 'of the same width'}"
-                     f" ({v['macs'] / acc[REDUCED]['macs']:.2f}× the MACs) is {verb} the "
-                     f"reduced one ({100 * v['delta']:+.2f} points [{100 * lo:+.2f}, "
-                     f"{100 * hi:+.2f}], p {v['p_adjusted']:.2g})")
+        which = "at equal cost" if label == NARROW else "of the same width"
+        words.append(f"the naive network {which} ({v['macs'] / acc[REDUCED]['macs']:.2f}× the "
+                     f"MACs) is {AGAINST[v['outcome']]} the reduced one ({delta_text(v)})")
     because = "; ".join(words)
     outcome = acc[NARROW]["outcome"]
     if outcome == "worse":
@@ -301,22 +298,15 @@ def _rows(numbers: dict[str, Any]) -> list[list[str]]:
     base = acc[REDUCED]
     for label, width in ((NAIVE, numbers["width"]), (NARROW, numbers["narrow_width"])):
         v = acc[label]
-        lo, hi = v["delta_ci"]
         rows += [
             [f"trained, {NAMES[label]} (width {width}): params / MACs",
              f"{human(base['params'])} / {human(base['macs'])}",
              f"{human(v['params'])} / {human(v['macs'])}",
              f"{v['params'] / base['params']:.2f}× / {v['macs'] / base['macs']:.2f}×", "-"],
-            [f"trained, {NAMES[label]}: test top-1 % [95% interval]", _top1(base), _top1(v),
-             f"Δ {100 * v['delta']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}] points",
-             f"p {v['p_adjusted']:.2g}: naive {v['outcome']}"],
+            [f"trained, {NAMES[label]}: test top-1 % [95% interval]", top1_text(base),
+             top1_text(v), "Δ " + delta_text(v), f"naive {v['outcome']}"],
         ]
     return rows
-
-
-def _top1(v: dict[str, Any]) -> str:
-    return (f"{pct(float(np.mean(v['top1'])))} [{pct(v['interval'][0])}, "
-            f"{pct(v['interval'][1])}]")
 
 
 def _module_figure(numbers: dict[str, Any]) -> str:

@@ -58,7 +58,8 @@ from archlab.analysis.profile import layer_fields, profile
 from archlab.experiments.base import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context, Experiment,
                                       Figure, Outcome)
 from archlab.experiments.training import by_label, seeds_for, train_study
-from archlab.experiments.variants import as_numbers, compare_variants, cost_accuracy_figure
+from archlab.experiments.variants import (AGAINST, as_numbers, compare_variants,
+                                          cost_accuracy_figure, delta_text, top1_text)
 from archlab.models.vgg import make_stages, single_kernels
 
 STACKS = (2, 3)                 # n stacked 3×3 against one (2n+1)×(2n+1)
@@ -241,13 +242,9 @@ def decide(numbers: dict[str, Any]) -> tuple[str, str]:
                      f"{1 - r['params_stack'] / r['params_single']:.0%} fewer weights")
     outcomes = {}
     for config, acc in numbers["accuracy"].items():
-        d, (lo, hi) = acc["delta"], acc["delta_ci"]
         outcomes[config] = acc["outcome"]
-        verb = {"worse": "worse than", "better": "better than", "tied": "tied with"}[
-            acc["outcome"]]
         words.append(f"VGG-{config} with one {acc['kernel']}×{acc['kernel']} per stage is "
-                     f"{verb} its 3×3 stacks ({100 * d:+.2f} points [{100 * lo:+.2f}, "
-                     f"{100 * hi:+.2f}], p {acc['p_adjusted']:.2g})")
+                     f"{AGAINST[acc['outcome']]} its 3×3 stacks ({delta_text(acc)})")
     because = "; ".join(words)
     if any(o == "better" for o in outcomes.values()):
         return DOES_NOT_HOLD, because + ": a single large kernel beat the stack"
@@ -330,21 +327,14 @@ def _rows(numbers: dict[str, Any]) -> list[list[str]]:
         ]
     for config, acc in numbers["accuracy"].items():
         base = acc["stack"]
-        lo, hi = acc["delta_ci"]
         rows += [
             [f"VGG-{config}: parameters / MACs", f"{human(base['params'])} / "
              f"{human(base['macs'])}", f"{human(acc['params'])} / {human(acc['macs'])}", "-",
              f"{acc['params'] / base['params']:.2f}× / {acc['macs'] / base['macs']:.2f}×"],
-            [f"VGG-{config}: test top-1 % [95% interval]", _top1(base), _top1(acc),
-             f"Δ {100 * acc['delta']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}] points, "
-             f"p {acc['p_adjusted']:.2g}", f"large kernel {acc['outcome']}"],
+            [f"VGG-{config}: test top-1 % [95% interval]", top1_text(base), top1_text(acc),
+             "Δ " + delta_text(acc), f"large kernel {acc['outcome']}"],
         ]
     return rows
-
-
-def _top1(v: dict[str, Any]) -> str:
-    return (f"{pct(float(np.mean(v['top1'])))} [{pct(v['interval'][0])}, "
-            f"{pct(v['interval'][1])}]")
 
 
 def _heatmaps(rows: Sequence[dict[str, Any]]) -> str:

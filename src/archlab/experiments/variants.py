@@ -122,6 +122,23 @@ def as_numbers(variants: Mapping[str, Variant]) -> dict[str, dict]:
     return out
 
 
+# An outcome (of a variant against the baseline) as the words between their two names.
+AGAINST = {"worse": "worse than", "better": "better than", "tied": "tied with"}
+
+
+def top1_text(v: Mapping) -> str:
+    """'88.21 [87.90, 88.52]': the mean top-1 % of an `as_numbers` entry, its interval."""
+    return (f"{pct(float(np.mean(v['top1'])))} [{pct(v['interval'][0])}, "
+            f"{pct(v['interval'][1])}]")
+
+
+def delta_text(v: Mapping) -> str:
+    """'-1.20 [-1.80, -0.60] points, p 0.001': an `as_numbers` entry against its baseline."""
+    lo, hi = v["delta_ci"]
+    return (f"{100 * v['delta']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}] points, "
+            f"p {v['p_adjusted']:.2g}")
+
+
 def variant_table(variants: Mapping[str, Variant], names: Mapping[str, str] | None = None
                   ) -> tuple[list[str], list[list[str]]]:
     """(headers, rows) for the page: cost, top-1 with its interval, and the difference with
@@ -165,5 +182,5 @@ def cost_accuracy_figure(variants: Mapping[str, Variant], title: str, prefix: st
     return to_svg(fig, prefix)
 
 
-__all__ = ["Variant", "as_numbers", "compare_variants", "correctness", "cost_accuracy_figure",
-           "variant_table"]
+__all__ = ["AGAINST", "Variant", "as_numbers", "compare_variants", "correctness",
+           "cost_accuracy_figure", "delta_text", "top1_text", "variant_table"]
