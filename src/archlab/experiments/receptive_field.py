@@ -379,7 +379,8 @@ def _profiles(rows: Sequence[dict[str, Any]]) -> str:
             label = f"{r['layers']}× 3×3" if side == "stack" else f"{r['kernel']}×{r['kernel']}"
             ax.plot(offsets, theory[c], "-", color=colour, lw=1, label=label + " (paths)")
             ax.plot(offsets, energy[c], "o", color=colour, ms=3.5)
-        ax.set_xlim(-r["kernel"] // 2 - 1.5, r["kernel"] // 2 + 1.5)
+        half = r["kernel"] // 2
+        ax.set_xlim(-half - 1.5, half + 1.5)
         ax.set_xlabel("input column − centre")
         ax.legend(fontsize=7)
     np.atleast_1d(axes)[0].set_ylabel("share of the gradient energy")
