@@ -93,3 +93,10 @@ def test_inception_reduction_runs_as_a_study_and_writes_its_page(tmp_path, monke
     assert html.count("<svg") >= 2 and record["verdict"] in html
     again = run_experiment("inception-reduction", ctx)
     assert again.numbers == outcome.numbers
+
+
+def test_the_full_protocol_parses():
+    from archlab.study import parse_protocol
+
+    proto = parse_protocol(ir.protocol("full", [0, 1, 2], narrow_width=0.4), source="test")
+    assert proto.dataset == "cifar10" and len(proto.models) == 3

@@ -84,3 +84,11 @@ def test_receptive_field_runs_as_a_study_and_writes_its_page(tmp_path, monkeypat
     assert html.count("<svg") >= 3 and record["verdict"] in html
     again = run_experiment("receptive-field", ctx)
     assert again.numbers == outcome.numbers
+
+
+def test_the_full_protocol_parses():
+    from archlab.study import parse_protocol
+
+    proto = parse_protocol(rf.protocol("full", [0, 1, 2]), source="test")
+    assert proto.dataset == "cifar10" and len(proto.models) == 4
+    assert [m.label for m in proto.models] == ["B 3x3", "B 5x5", "D 3x3", "D 7x7"]
