@@ -320,7 +320,7 @@ def _rows(numbers: dict[str, Any]) -> list[list[str]]:
             [f"{pair}: receptive field from input gradients", str(r["rf_measured_stack"]),
              str(r["rf_measured_single"]), f"1+{n}·2 = {r['rf_theory']}; calc "
              f"{r['rf_calc']}; profile {r['rf_profile_stack']:g} / {r['rf_profile_single']:g}",
-             "same"],
+             "same" if r["rf_measured_stack"] == r["rf_measured_single"] else "differs"],
             [f"{pair}: gradient energy on the central 3×3", pct(r["share_stack"], 1) + "%",
              pct(r["share_single"], 1) + "%", f"paths: {pct(r['share_theory_stack'], 1)}% / "
              f"{pct(r['share_theory_single'], 1)}%", "-"],
