@@ -200,6 +200,44 @@ def test_vgg_small_input_pools_to_one_and_narrows_the_classifier():
     assert model.forward_features(torch.randn(2, 3, 32, 32)).shape == (2, 512, 1, 1)
 
 
+def test_single_kernel_replaces_each_run_of_3x3s_by_one_kernel_of_the_same_field():
+    from archlab.models.vgg import CONFIGS, single_kernels
+
+    # B's pairs become the paper's "five 5×5 layers" (section 4.1); D's triples become 7×7;
+    # C's closing 1×1s and A-LRN's normalisation stay where they are.
+    assert single_kernels(CONFIGS["B"]) == tuple((f"conv5-{c}",)
+                                                 for c in (64, 128, 256, 512, 512))
+    assert single_kernels(CONFIGS["D"])[1:3] == (("conv5-128",), ("conv7-256",))
+    assert single_kernels(CONFIGS["C"])[2] == ("conv5-256", "conv1-256")
+    assert single_kernels(CONFIGS["A-LRN"])[0] == ("conv3-64", "LRN")
+    assert single_kernels(CONFIGS["E"])[4] == ("conv9-512",)
+
+
+def test_single_kernel_vgg_b_has_the_hand_counted_parameters_and_the_same_field():
+    # Five 5×5 convolutions with biases, then Table 1's three fully connected layers.
+    chs = [3, 64, 128, 256, 512, 512]
+    convs = sum(25 * i * o + o for i, o in zip(chs, chs[1:]))
+    fcs = 512 * 7 * 7 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 1000 + 1000
+    shallow = _meta("vgg_b", single_kernel=True)
+    assert count_params(shallow) == convs + fcs == 134_503_528
+    assert [m.kernel_size for m in shallow.modules() if isinstance(m, nn.Conv2d)] == [(5, 5)] * 5
+    from archlab.analysis import profile
+    assert profile(shallow, 224).receptive_field == profile(_meta("vgg_b"), 224).receptive_field
+
+
+def test_small_single_kernel_vgg_d_counts_7x7s_in_its_last_three_stages():
+    model = archlab.create_model("vgg16_bn", num_classes=10, in_chans=1, small_input=True,
+                                 width=0.25, fc_dim=128, single_kernel=True)
+    convs = [(m.kernel_size[0], m.in_channels, m.out_channels)
+             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs == [(5, 1, 16), (5, 16, 32), (7, 32, 64), (7, 64, 128), (7, 128, 128)]
+    # k²·in·out weights + out biases, BN scale and shift; then 128 -> 128 -> 128 -> 10.
+    expected = sum(k * k * i * o + 3 * o for k, i, o in convs)
+    expected += (128 * 128 + 128) * 2 + 128 * 10 + 10
+    assert count_params(model) == expected
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
 # --------------------------------------------------------------------------------------
 # GoogLeNet and Inception v3: auxiliary classifiers
 # --------------------------------------------------------------------------------------
@@ -285,3 +323,59 @@ def test_loading_imagenet_googlenet_into_ten_classes_resets_every_classifier():
     _, report = convert_state_dict(model, peer.state_dict(), "torchvision")
     assert sorted(report.reset) == sorted(
         f"{m}.{p}" for m in ("head.fc", "aux1.fc2", "aux2.fc2") for p in ("weight", "bias"))
+
+
+def _hand_googlenet(reduce: bool, width: float = 1.0, classes: int = 1000, k5: int = 3,
+                    small_input: bool = False) -> int:
+    """GoogLeNet's parameters counted from Table 1 by hand: every convolution is followed by
+    batch norm (k²·in·out weights, no bias, 2·out), the head is a linear layer."""
+    from archlab.models.inception import GOOGLENET_TABLE
+
+    def w(c):
+        return max(1, round(c * width))
+
+    def conv(k, i, o):
+        return k * k * i * o + 2 * o
+
+    total = conv(3 if small_input else 7, 3, w(64)) + conv(1, w(64), w(64))
+    total += conv(3, w(64), w(192))
+    chs = w(192)
+    for _, widths in GOOGLENET_TABLE:
+        if widths is None:
+            continue
+        c1, r3, c3, r5, c5, pp = map(w, widths)
+        if reduce:
+            total += (conv(1, chs, c1) + conv(1, chs, r3) + conv(3, r3, c3) + conv(1, chs, r5)
+                      + conv(k5, r5, c5) + conv(1, chs, pp))
+            chs = c1 + c3 + c5 + pp
+        else:      # Figure 2(a): the big kernels read everything, the pooling passes it on
+            total += conv(1, chs, c1) + conv(3, chs, c3) + conv(k5, chs, c5)
+            chs = c1 + c3 + c5 + chs
+    return total + chs * classes + classes
+
+
+def test_naive_googlenet_has_the_hand_counted_parameters_and_growing_channels():
+    assert _hand_googlenet(True) == 6_624_904        # torchvision's, without aux heads
+    naive = _meta("googlenet", aux_logits=False, reduce=False)
+    assert count_params(naive) == _hand_googlenet(False) == 70_300_872
+    assert naive.inception3a.out_chs == 64 + 128 + 32 + 192
+    assert naive.num_features == 4_944
+    assert count_params(_meta("googlenet", aux_logits=False, reduce=False, kernel_5x5=5)) == \
+        _hand_googlenet(False, k5=5)
+    # The naive module has no reduction convolutions and its pooling branch no projection.
+    m = naive.inception4a
+    assert list(m.branch3x3._modules) == ["conv"] and list(m.branch_pool._modules) == ["pool"]
+
+
+@pytest.mark.parametrize("reduce", [True, False])
+def test_narrow_googlenet_counts_and_runs(reduce):
+    model = archlab.create_model("googlenet", num_classes=10, small_input=True, width=0.125,
+                                 reduce=reduce)
+    assert count_params(model) == _hand_googlenet(reduce, 0.125, 10, small_input=True)
+    assert model.eval()(torch.randn(2, 3, 28, 28)).shape == (2, 10)
+    # The auxiliary heads follow the modules they read, whatever their width.
+    aux = _meta("googlenet", num_classes=10, width=0.5, reduce=reduce, aux_logits=True)
+    assert aux.aux1.conv.conv.in_channels == aux.inception4a.out_chs
+    assert aux.aux2.conv.conv.in_channels == aux.inception4d.out_chs
+    with pytest.raises(ValueError, match="width"):
+        _meta("googlenet", width=0)

@@ -8,13 +8,15 @@ from typing import Iterable
 
 from archlab.experiments.base import Context, Experiment, Outcome
 from archlab.experiments.conv_mechanics import ConvMechanics
+from archlab.experiments.inception_reduction import InceptionReduction
 from archlab.experiments.page import write_page
+from archlab.experiments.receptive_field import ReceptiveField
 from archlab.experiments.relu_low_dim import ReluLowDim
 from archlab.experiments.relu_vs_tanh import ReluVsTanh
 
 # In the order of the course: what a convolution is, then the architectures' arguments.
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    ConvMechanics(), ReluVsTanh(), ReluLowDim())}
+    ConvMechanics(), ReluVsTanh(), ReceptiveField(), InceptionReduction(), ReluLowDim())}
 
 
 def list_experiments() -> list[Experiment]:

@@ -106,6 +106,39 @@ def compare_variants(runs: Mapping[str, Sequence[Run]], baseline: str,
     return out
 
 
+def as_numbers(variants: Mapping[str, Variant]) -> dict[str, dict]:
+    """The variants as JSON for an outcome's `numbers`: cost, top-1 per seed with its
+    interval, and against the baseline the difference, its interval, Holm's p and the
+    outcome, which is what a `decide` reads."""
+    out = {}
+    for v in variants.values():
+        d = v.vs_baseline
+        out[v.label] = {
+            "params": v.params, "macs": v.macs, "top1": list(v.top1),
+            "interval": [v.interval.low, v.interval.high], "outcome": v.outcome,
+            "delta": None if d is None else d.delta,
+            "delta_ci": None if d is None else [d.ci.low, d.ci.high],
+            "p_adjusted": None if d is None else d.p_adjusted}
+    return out
+
+
+# An outcome (of a variant against the baseline) as the words between their two names.
+AGAINST = {"worse": "worse than", "better": "better than", "tied": "tied with"}
+
+
+def top1_text(v: Mapping) -> str:
+    """'88.21 [87.90, 88.52]': the mean top-1 % of an `as_numbers` entry, its interval."""
+    return (f"{pct(float(np.mean(v['top1'])))} [{pct(v['interval'][0])}, "
+            f"{pct(v['interval'][1])}]")
+
+
+def delta_text(v: Mapping) -> str:
+    """'-1.20 [-1.80, -0.60] points, p 0.001': an `as_numbers` entry against its baseline."""
+    lo, hi = v["delta_ci"]
+    return (f"{100 * v['delta']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}] points, "
+            f"p {v['p_adjusted']:.2g}")
+
+
 def variant_table(variants: Mapping[str, Variant], names: Mapping[str, str] | None = None
                   ) -> tuple[list[str], list[list[str]]]:
     """(headers, rows) for the page: cost, top-1 with its interval, and the difference with
@@ -149,5 +182,5 @@ def cost_accuracy_figure(variants: Mapping[str, Variant], title: str, prefix: st
     return to_svg(fig, prefix)
 
 
-__all__ = ["Variant", "compare_variants", "correctness", "cost_accuracy_figure",
-           "variant_table"]
+__all__ = ["AGAINST", "Variant", "as_numbers", "compare_variants", "correctness",
+           "cost_accuracy_figure", "delta_text", "top1_text", "variant_table"]

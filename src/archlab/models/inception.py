@@ -11,6 +11,11 @@ pooling instead of large fully connected layers. Two auxiliary classifiers, smal
 modules 4a and 4d, add their losses (weighted 0.3) during training to push gradient into the
 middle of this deep network; at inference they are thrown away.
 
+`reduce=False` builds the same network from Figure 2(a)'s naive modules (no 1×1 reductions,
+the pooling's channels passed through), which is what the reductions are measured against:
+its channels grow from 192 to 4,944 over the nine modules. `width` scales every
+convolution's channels (the stem's and Table 1's), for a GoogLeNet that trains on a CPU.
+
 Where torchvision's `googlenet`, whose layout and weights the registered `googlenet` follows,
 differs from the paper:
 - batch normalisation after every convolution (it came in 2015, with Inception v2);
@@ -147,25 +152,34 @@ class _AuxNetwork(ImageClassifier):
 
 
 class InceptionModule(nn.Module):
-    """Figure 2(b): four branches on the same input, concatenated along the channels."""
+    """Figure 2(b): four branches on the same input, concatenated along the channels.
+
+    `reduce=False` is Figure 2(a), the naive module: the 3×3 and 5×5 convolutions read the
+    whole input and the pooling passes all of its channels through, so the output has
+    ch1x1 + ch3x3 + ch5x5 + in_chs channels and grows module by module (the reduction
+    widths ch3x3red, ch5x5red and pool_proj are then unused).
+    """
 
     def __init__(self, in_chs: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int,
-                 ch5x5: int, pool_proj: int, kernel_5x5: int = 3, norm: bool = True) -> None:
+                 ch5x5: int, pool_proj: int, kernel_5x5: int = 3, norm: bool = True,
+                 reduce: bool = True) -> None:
         super().__init__()
         self.branch1x1 = _conv(in_chs, ch1x1, 1, norm=norm)
         self.branch3x3 = nn.Sequential()
-        self.branch3x3.add_module("reduce", _conv(in_chs, ch3x3red, 1, norm=norm))
-        self.branch3x3.add_module("conv", _conv(ch3x3red, ch3x3, 3, padding=1, norm=norm))
         self.branch5x5 = nn.Sequential()
-        self.branch5x5.add_module("reduce", _conv(in_chs, ch5x5red, 1, norm=norm))
-        self.branch5x5.add_module("conv", _conv(ch5x5red, ch5x5, kernel_5x5,
-                                                padding=kernel_5x5 // 2, norm=norm))
         self.branch_pool = nn.Sequential()
         self.branch_pool.add_module("pool", nn.MaxPool2d(3, 1, padding=1, ceil_mode=True))
-        # The projection keeps the pooling branch from growing the channel count module by
-        # module (pooling alone passes all its input channels through).
-        self.branch_pool.add_module("proj", _conv(in_chs, pool_proj, 1, norm=norm))
-        self.out_chs = ch1x1 + ch3x3 + ch5x5 + pool_proj
+        if reduce:
+            self.branch3x3.add_module("reduce", _conv(in_chs, ch3x3red, 1, norm=norm))
+            self.branch5x5.add_module("reduce", _conv(in_chs, ch5x5red, 1, norm=norm))
+            # The projection keeps the pooling branch from growing the channel count module
+            # by module (pooling alone passes all its input channels through).
+            self.branch_pool.add_module("proj", _conv(in_chs, pool_proj, 1, norm=norm))
+        self.branch3x3.add_module("conv", _conv(ch3x3red if reduce else in_chs, ch3x3, 3,
+                                                padding=1, norm=norm))
+        self.branch5x5.add_module("conv", _conv(ch5x5red if reduce else in_chs, ch5x5,
+                                                kernel_5x5, padding=kernel_5x5 // 2, norm=norm))
+        self.out_chs = ch1x1 + ch3x3 + ch5x5 + (pool_proj if reduce else in_chs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.branch1x1(x), self.branch3x3(x), self.branch5x5(x),
@@ -230,11 +244,19 @@ class GoogLeNet(_AuxNetwork):
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
                  aux_logits: bool | None = None, kernel_5x5: int = 3, norm: str = "bn",
-                 drop_rate: float = 0.2, aux_drop_rate: float = 0.7) -> None:
+                 drop_rate: float = 0.2, aux_drop_rate: float = 0.7, reduce: bool = True,
+                 width: float = 1.0) -> None:
         super().__init__()
         if norm not in ("bn", "lrn"):
             raise ValueError(f"norm must be 'bn' (torchvision's GoogLeNet) or 'lrn' (the "
                              f"paper's), got {norm!r}")
+        if width <= 0:
+            raise ValueError(f"width scales every convolution's channels and must be "
+                             f"positive, got {width}")
+
+        def w(chs: int) -> int:
+            return max(1, round(chs * width))
+
         if aux_logits is None:
             aux_logits = not small_input
         self.num_classes, self.in_chans = num_classes, in_chans
@@ -242,44 +264,46 @@ class GoogLeNet(_AuxNetwork):
         layers = []
         if small_input:
             # 28-64 px images: a 3×3 stride-1 first convolution and no first pooling.
-            self.conv1 = _conv(in_chans, 64, 3, padding=1, norm=bn)
+            self.conv1 = _conv(in_chans, w(64), 3, padding=1, norm=bn)
             layers += ["conv1"]
         else:
-            self.conv1 = _conv(in_chans, 64, 7, stride=2, padding=3, norm=bn)
+            self.conv1 = _conv(in_chans, w(64), 7, stride=2, padding=3, norm=bn)
             self.maxpool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
             layers += ["conv1", "maxpool1"]
         if not bn:
             self.lrn1 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75)
             layers += ["lrn1"]
-        self.conv2 = _conv(64, 64, 1, norm=bn)
-        self.conv3 = _conv(64, 192, 3, padding=1, norm=bn)
+        self.conv2 = _conv(w(64), w(64), 1, norm=bn)
+        self.conv3 = _conv(w(64), w(192), 3, padding=1, norm=bn)
         layers += ["conv2", "conv3"]
         if not bn:
             self.lrn2 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75)
             layers += ["lrn2"]
         self.maxpool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
         layers += ["maxpool2"]
-        chs = 192
+        chs = w(192)
+        out_chs = {"conv1": w(64), "conv3": chs}    # what each module hands on
         for name, widths in GOOGLENET_TABLE:
             if widths is None:
                 pool = (nn.MaxPool2d(3, 2, ceil_mode=True) if name == "maxpool3"
                         else nn.MaxPool2d(2, 2, ceil_mode=True))
                 setattr(self, name, pool)
             else:
-                module = InceptionModule(chs, *widths, kernel_5x5=kernel_5x5, norm=bn)
+                module = InceptionModule(chs, *map(w, widths), kernel_5x5=kernel_5x5,
+                                         norm=bn, reduce=reduce)
                 setattr(self, name, module)
-                chs = module.out_chs
+                chs = out_chs[name] = module.out_chs
             layers.append(name)
         self._layers = tuple(layers)
         self._aux_after = {"inception4a": "aux1", "inception4d": "aux2"}
         if aux_logits:
-            self.aux1 = GoogLeNetAux(512, num_classes, aux_drop_rate, norm=bn)
-            self.aux2 = GoogLeNetAux(528, num_classes, aux_drop_rate, norm=bn)
+            self.aux1 = GoogLeNetAux(out_chs["inception4a"], num_classes, aux_drop_rate, norm=bn)
+            self.aux2 = GoogLeNetAux(out_chs["inception4d"], num_classes, aux_drop_rate, norm=bn)
         else:
             self.aux1 = self.aux2 = None
         self._add_head(num_classes, drop_rate, small_input,
-                       ((64, "conv1"), (192, "conv3"), (480, "inception3b"),
-                        (832, "inception4e"), (chs, "inception5b")))
+                       tuple((out_chs[m], m) for m in ("conv1", "conv3", "inception3b",
+                                                       "inception4e", "inception5b")))
         # A 3×3 pooling needs a map of at least 2 (its windows round up, ceil_mode), which
         # the stride-2 convolution and first two poolings leave from 15 px (4 px without them).
         self.min_input_size = 4 if small_input else 15

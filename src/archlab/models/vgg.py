@@ -32,6 +32,11 @@ four convolutions and the three fully connected layers from A, the rest at rando
 hold nearly 90% of VGG-16's parameters, which a 32 px image cannot feed. `width` scales every
 convolution's channels (0.25 gives 16-32-64-128-128), for a VGG that trains in minutes on
 a CPU.
+
+`single_kernel=True` is the paper's control of section 4.1: every run of n stacked 3×3
+convolutions in a stage becomes one (2n+1)×(2n+1) convolution of the same width, which sees
+the same field with one non-linearity instead of n (config B becomes five 5×5 layers, the
+shallow net the paper found 7% worse in top-1 error; D's triples become 7×7s).
 """
 from __future__ import annotations
 
@@ -88,6 +93,25 @@ CONFIGS: dict[str, tuple[tuple[str, ...], ...]] = {
 _CONV = re.compile(r"conv(\d+)-(\d+)")
 
 
+def single_kernels(config: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
+    """`config` with every run of n consecutive 3×3 convolutions of one width replaced by a
+    single (2n+1)×(2n+1) convolution of that width: the same receptive field (1 + n·2), one
+    layer, one non-linearity. 1×1 convolutions and LRN stay where they are."""
+    out = []
+    for stage in config:
+        merged: list[str] = []
+        run = 0          # how many 3×3s the last entry of `merged` stands for
+        for spec in stage:
+            if spec.startswith("conv3-") and run and merged[-1].endswith("-" + spec[6:]):
+                run += 1
+                merged[-1] = f"conv{2 * run + 1}-{spec[6:]}"
+            else:
+                run = 1 if spec.startswith("conv3-") else 0
+                merged.append(spec)
+        out.append(tuple(merged))
+    return tuple(out)
+
+
 def make_stages(config: tuple[tuple[str, ...], ...], in_chans: int, batch_norm: bool,
                 width: float = 1.0, ceil_mode: bool = False,
                 act: str | type[nn.Module] = "relu") -> tuple[nn.Sequential, list[dict]]:
@@ -124,7 +148,8 @@ class VGG(FullyConnectedClassifier):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
                  config: str = "D", batch_norm: bool = False, drop_rate: float = 0.5,
                  fc_dim: int | None = None, pool_size: int | None = None,
-                 width: float = 1.0, act: str | type[nn.Module] = "relu") -> None:
+                 width: float = 1.0, act: str | type[nn.Module] = "relu",
+                 single_kernel: bool = False) -> None:
         super().__init__()
         if width <= 0:
             raise ValueError(f"width scales the channels and must be positive, got {width}")
@@ -133,7 +158,8 @@ class VGG(FullyConnectedClassifier):
                              f"{', '.join(CONFIGS)}")
         self.num_classes, self.in_chans = num_classes, in_chans
         self.config = config
-        self.features, self.feature_info = make_stages(CONFIGS[config], in_chans, batch_norm,
+        layers = single_kernels(CONFIGS[config]) if single_kernel else CONFIGS[config]
+        self.features, self.feature_info = make_stages(layers, in_chans, batch_norm,
                                                        width, ceil_mode=small_input, act=act)
         self.num_features = chs = self.feature_info[-1]["num_chs"]
         pool_size = pool_size or (1 if small_input else 7)
