@@ -23,14 +23,19 @@ does so for registered ImageNet models at 224 px, where the papers counted their
 from __future__ import annotations
 
 import copy
+import functools
+import json
 from typing import Any, Mapping, Sequence
 
-from archlab.analysis import profile
+import torch
+
+from archlab.analysis import costs_of
 from archlab.experiments.base import Context
 from archlab.experiments.training import by_label, train_study
 from archlab.experiments.variants import Variant, compare_variants
 from archlab.models import create_model
 from archlab.study import Run
+from archlab.study.entry import canonical
 
 MODEL = "resnet50"              # the registered builder; the scale's layout overrides its size
 
@@ -82,20 +87,28 @@ def net_costs(setting: Mapping[str, Any], flags: Mapping[str, Any], num_classes:
               ) -> dict[str, int]:
     """{params, macs} of the scale's network with `flags`, at the scale's input, as the
     study builds it (small-input stem), counted on the meta device."""
-    p = profile(MODEL, setting["image_size"], in_chans=setting["in_chans"],
-                num_classes=num_classes, small_input=True, **{**setting["net"], **flags})
-    return {"params": p.params, "macs": p.macs}
+    kwargs = {"num_classes": num_classes, "in_chans": setting["in_chans"],
+              "small_input": True, **setting["net"], **flags}
+    size = (setting["in_chans"], setting["image_size"], setting["image_size"])
+    return dict(_costs(MODEL, canonical(kwargs), size))
 
 
 def paper_costs(models: Mapping[str, tuple[str, Mapping[str, Any]]], size: int = 224
                 ) -> dict[str, dict[str, int]]:
     """{label: {params, macs}} of registered ImageNet models (label -> (name, extra flags)),
     1000 classes at `size` px: the paper's own setting, counted exactly."""
-    out = {}
-    for label, (name, flags) in models.items():
-        p = profile(name, size, **flags)
-        out[label] = {"params": p.params, "macs": p.macs}
-    return out
+    return {label: dict(_costs(name, canonical(flags), (3, size, size)))
+            for label, (name, flags) in models.items()}
+
+
+@functools.lru_cache(maxsize=512)
+def _costs(name: str, kwargs: str, size: tuple[int, ...]) -> tuple[tuple[str, int], ...]:
+    # Cached by the model's JSON keywords: an experiment that searches widths, or runs
+    # again to resume its study, counts each network once per process.
+    with torch.device("meta"):
+        model = create_model(name, **json.loads(kwargs))
+    params, macs = costs_of(model, size)
+    return (("params", params), ("macs", macs))
 
 
 def train_variants(name: str, proto: dict[str, Any], ctx: Context, baseline: str
@@ -153,7 +166,7 @@ def paper_beside_ours(paper: Mapping[str, float], numbers: Mapping[str, Mapping[
     ax.set_yticks(ys, [names.get(k, k) for k in labels])
     ax.set_xlabel("top-1 difference with the baseline, points")
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     return to_svg(fig, prefix)
 
 

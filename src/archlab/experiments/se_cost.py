@@ -42,6 +42,7 @@ Fashion-MNIST for two epochs may not show it).
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Sequence
 
@@ -75,6 +76,7 @@ def protocol(scale: str, seeds: Sequence[int]) -> dict[str, Any]:
                        "(SENet, Table 2): accuracy on one recipe.", VARIANTS, seeds)
 
 
+@functools.lru_cache(maxsize=16)
 def se_elementwise(name: str, size: int = 224, **flags: Any) -> int:
     """How many activations the SE blocks of a registered model read at `size` px: each
     is added once by the squeeze (the mean) and multiplied once by the scale, two operations
@@ -116,9 +118,10 @@ def decide(numbers: dict[str, Any]) -> tuple[str, str]:
     # Every squeeze addition and scale multiplication counted as one operation more.
     total = (se["macs"] + 2 * se["elementwise"]) / (base["macs"] + 2 * base["elementwise"])
     params = se["params"] / base["params"]
+    paper = PAPER["gflops"][1] / PAPER["gflops"][0]
     words = (f"at 224 px SE-ResNet-50 costs {total:.4f}x ResNet-50's compute ({counted:.4f}x "
-             f"the MACs the counter sees; the paper: {PAPER['gflops'][1] / PAPER['gflops'][0]:.4f}x)"
-             f" and {params:.3f}x its parameters")
+             f"the MACs the counter sees; the paper: {paper:.4f}x) and {params:.3f}x its "
+             "parameters")
     v = numbers["variants"][SE]
     words += f"; at this scale SE is {v['outcome']} ({rv.difference_words(v)})"
     if total >= limit:

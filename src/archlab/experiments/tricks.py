@@ -178,7 +178,7 @@ class Tricks(Experiment):
 
 def _notes(numbers: dict[str, Any], setting: dict[str, Any]) -> list[str]:
     ex = numbers["exercised"]
-    base, quick = ex[BASELINE], numbers["variants"]
+    base, quick, at_224 = ex[BASELINE], numbers["variants"], numbers["paper_costs"]
     stem = ex["resnet-c"]["stem_convs"]
     return [
         "What each tweak changes here, counted on the built networks: the stride sits on "
@@ -189,9 +189,7 @@ def _notes(numbers: dict[str, Any], setting: dict[str, Any]) -> list[str]:
         "At this scale the stem is the small-input one, a 3x3 stride-1 convolution, so C "
         "deepens it rather than replacing a 7x7: its MACs here are "
         f"{quick['resnet-c']['macs'] / quick[BASELINE]['macs']:.2f}x the original's, "
-        "against "
-        f"{numbers['paper_costs']['resnet-c']['macs'] / numbers['paper_costs'][BASELINE]['macs']:.2f}x"
-        " at 224 px.",
+        f"against {at_224['resnet-c']['macs'] / at_224[BASELINE]['macs']:.2f}x at 224 px.",
         "Costs at 224 px are the registered ImageNet networks (1000 classes) counted by "
         "torch's flop counter, multiply-accumulates; the average pool of D and the "
         "additions of the shortcuts are not counted, as in the paper's GFLOPs.",
