@@ -48,7 +48,7 @@ from archlab._plot import figure, to_svg
 from archlab.experiments import resnet_variants as rv
 from archlab.experiments.base import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context, Experiment,
                                       Figure, Outcome)
-from archlab.experiments.training import seeds_for, step_curve
+from archlab.experiments.training import step_curve
 from archlab.experiments.variants import compare_variants, cost_accuracy_figure, variant_table
 
 BASELINE, EQUAL, CARDINAL, WIDER, DEEPER = "resnet", "resnext", "resnext-2x", "wider", "deeper"
@@ -181,8 +181,8 @@ class Cardinality(Experiment):
     def run(self, ctx: Context) -> Outcome:
         t0 = time.perf_counter()
         configs = configurations(SETTINGS[ctx.scale])
-        variants, runs = rv.train_variants(self.name, protocol(ctx.scale, seeds_for(
-            ctx, SETTINGS["quick"]["seeds"], SETTINGS["full"]["seeds"]), configs), ctx,
+        variants, runs = rv.train_variants(
+            self.name, SETTINGS, lambda scale, seeds: protocol(scale, seeds, configs), ctx,
             BASELINE)
         # Table 4: the ResNeXt is the baseline of the two rivals at its cost.
         at_2x = rv.variant_numbers(compare_variants(

@@ -25,13 +25,13 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from archlab.analysis import costs_of
 from archlab.experiments.base import Context
-from archlab.experiments.training import by_label, train_study
+from archlab.experiments.training import by_label, seeds_for, train_study
 from archlab.experiments.variants import Variant, compare_variants
 from archlab.models import create_model
 from archlab.study import Run
@@ -111,11 +111,14 @@ def _costs(name: str, kwargs: str, size: tuple[int, ...]) -> tuple[tuple[str, in
     return (("params", params), ("macs", macs))
 
 
-def train_variants(name: str, proto: dict[str, Any], ctx: Context, baseline: str
-                   ) -> tuple[dict[str, Variant], dict[str, list[Run]]]:
-    """Train the study and judge every variant against `baseline` (paired, Holm over the
-    family): the variants, and the runs by label."""
-    runs = by_label(train_study(name, proto, ctx))
+def train_variants(name: str, settings: Mapping[str, Mapping[str, Any]],
+                   make_protocol: Callable[[str, list[int]], dict[str, Any]], ctx: Context,
+                   baseline: str) -> tuple[dict[str, Variant], dict[str, list[Run]]]:
+    """Train the study `make_protocol(scale, seeds)` (the scale's own number of seeds
+    unless the context says) and judge every variant against `baseline` (paired, Holm
+    over the family): the variants, and the runs by label."""
+    seeds = seeds_for(ctx, settings["quick"]["seeds"], settings["full"]["seeds"])
+    runs = by_label(train_study(name, make_protocol(ctx.scale, seeds), ctx))
     return compare_variants(runs, baseline), runs
 
 

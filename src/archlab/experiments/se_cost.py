@@ -53,7 +53,6 @@ from archlab._text import human
 from archlab.experiments import resnet_variants as rv
 from archlab.experiments.base import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context, Experiment,
                                       Figure, Outcome)
-from archlab.experiments.training import seeds_for
 from archlab.experiments.variants import cost_accuracy_figure, variant_table
 from archlab.models import create_model
 from archlab.models.layers import SqueezeExcite
@@ -145,8 +144,7 @@ class SECost(Experiment):
 
     def run(self, ctx: Context) -> Outcome:
         t0 = time.perf_counter()
-        variants, _ = rv.train_variants(self.name, protocol(ctx.scale, seeds_for(
-            ctx, SETTINGS["quick"]["seeds"], SETTINGS["full"]["seeds"])), ctx, BASELINE)
+        variants, _ = rv.train_variants(self.name, SETTINGS, protocol, ctx, BASELINE)
         numbers = {"variants": rv.variant_numbers(variants), "costs": costs_at_224(),
                    "cost_limit": COST_LIMIT}
         verdict, because = decide(numbers)

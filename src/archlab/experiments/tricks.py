@@ -58,7 +58,6 @@ from archlab._text import human
 from archlab.experiments import resnet_variants as rv
 from archlab.experiments.base import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context, Experiment,
                                       Figure, Outcome)
-from archlab.experiments.training import seeds_for
 from archlab.experiments.variants import cost_accuracy_figure, variant_table
 
 BASELINE = "resnet"
@@ -147,8 +146,7 @@ class Tricks(Experiment):
     def run(self, ctx: Context) -> Outcome:
         t0 = time.perf_counter()
         setting = SETTINGS[ctx.scale]
-        variants, _ = rv.train_variants(self.name, protocol(ctx.scale, seeds_for(
-            ctx, SETTINGS["quick"]["seeds"], SETTINGS["full"]["seeds"])), ctx, BASELINE)
+        variants, _ = rv.train_variants(self.name, SETTINGS, protocol, ctx, BASELINE)
         numbers = {"variants": rv.variant_numbers(variants), "cost_limit": COST_LIMIT,
                    "paper_costs": rv.paper_costs({k: (name, {}) for k, (_, name)
                                                   in VARIANTS.items() if k in PAPER}),
