@@ -63,3 +63,17 @@ def test_cardinality_runs_as_a_study_and_writes_its_page(tmp_path, monkeypatch):
     outcome, record = run_experiment_twice("cardinality", card.decide, tmp_path)
     assert set(record["numbers"]["at_2x"]) == {"wider", "deeper"}
     assert len(outcome.rows) == 5 and len(outcome.rows[0]) == len(outcome.headers)
+
+
+def test_the_full_protocol_parses():
+    from archlab.study import parse_protocol
+
+    # Table 4's networks as the search finds them on ResNet-50's layout (not searched here:
+    # counting the candidates takes a minute).
+    configs = {"resnet": {"flags": {}}, "resnext-2x": {"flags": {"groups": 64,
+                                                                 "base_width": 4}},
+               "wider": {"flags": {"groups": 1, "base_width": 102}}}
+    p = parse_protocol(card.protocol("full", [0, 1, 2], configs), source="c", default_name="c")
+    assert p.dataset == "cifar10" and [m.label for m in p.models] == list(configs)
+    assert p.models[1].model_kwargs == {"layers": [3, 4, 6, 3], "widths": [64, 128, 256, 512],
+                                        "stem_width": 64, "groups": 64, "base_width": 4}
