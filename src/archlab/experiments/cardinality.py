@@ -29,8 +29,9 @@ computation, its MACs counted on the meta device (they are in the table):
 
 Widths and depths come in whole channels and blocks, so equal costs are equal within a few
 percent. On ResNet-50's layout (the full scale) the same rules find Table 4's own networks:
-ResNeXt 64x4d, and a ResNet 1x102d where the paper has 1x100d. Everything is trained under one recipe with several seeds and compared on the same
-test images (McNemar's test and the paired bootstrap).
+ResNeXt 64x4d, and a ResNet 1x102d where the paper has 1x100d. Everything is trained under
+one recipe with several seeds and compared on the same test images (McNemar's test and the
+paired bootstrap).
 
 The verdict is Table 4's claim: at twice the cost, `resnext-2x` against `wider` and against
 `deeper`, the two paired tests Holm-adjusted together. It holds when the ResNeXt is better
