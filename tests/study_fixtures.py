@@ -149,3 +149,32 @@ def wait_for(predicate, timeout: float = 60.0, every: float = 0.05):
             return value
         time.sleep(every)
     raise TimeoutError("condition not met in time")
+
+
+def tiny_resnet_setting(setting: dict) -> dict:
+    """A ResNet-variant experiment's quick setting (tricks, se-cost, cardinality) shrunk to
+    the digits at 16 px, one epoch, two seeds: a few seconds per run."""
+    return {**setting, "data": {"dataset": "digits", "image_size": 16, "val_fraction": 0.1},
+            "recipe": {"epochs": 1, "batch_size": 64}, "image_size": 16, "seeds": 2,
+            "jobs": 1}
+
+
+def run_experiment_twice(name: str, decide, tmp_path: Path):
+    """Run an experiment at quick scale into `tmp_path`, check its page and verdict.json
+    (the verdict is `decide` of the recorded numbers), run it again and check that the
+    study resumed to the same numbers; the outcome and the record."""
+    import json
+
+    from archlab.experiments import Context, run_experiment
+
+    ctx = Context(out_dir=tmp_path, verbose=False)
+    outcome = run_experiment(name, ctx)
+    out = tmp_path / name
+    record = json.loads((out / "verdict.json").read_text())
+    assert record["verdict"] == outcome.verdict
+    assert decide(record["numbers"])[0] == record["verdict"]
+    html = (out / "index.html").read_text()
+    assert "<svg" in html and record["verdict"] in html
+    assert (out / "study" / "study.db").exists()
+    assert run_experiment(name, ctx).numbers == outcome.numbers
+    return outcome, record

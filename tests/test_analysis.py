@@ -152,3 +152,15 @@ def test_profile_passes_a_models_own_depth_and_width_to_it():
     built = archlab.create_model("efficientnet_b0", small_input=True, width=0.35, depth=0.5)
     assert half.params == sum(p.numel() for p in built.parameters()) < full.params
     assert half.macs < full.macs
+
+
+def test_costs_of_gives_profiles_two_numbers():
+    from archlab.analysis import costs_of, model_costs
+    from archlab.models import create_model
+
+    p = profile("resnet18", 224)
+    assert model_costs("resnet18", use_cache=False) == (p.params, p.macs)
+    model = create_model("lenet5", num_classes=10, in_chans=1).train()
+    lenet = profile(model, 32)
+    assert costs_of(model, (1, 32, 32)) == (lenet.params, lenet.macs)
+    assert model.training            # left as it was found

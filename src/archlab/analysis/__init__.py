@@ -2,4 +2,4 @@
 from archlab.analysis.calc import (  # noqa: F401
     conv_output, receptive_field, separable_cost, stacked_convs,
 )
-from archlab.analysis.profile import Profile, model_costs, profile  # noqa: F401
+from archlab.analysis.profile import Profile, costs_of, model_costs, profile  # noqa: F401

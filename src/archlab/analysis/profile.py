@@ -336,6 +336,21 @@ def profile(model: nn.Module | str, img_size: int | tuple[int, int] | None = Non
 # --------------------------------------------------------------------------------------
 
 
+def costs_of(model: nn.Module, input_size: tuple[int, ...]) -> tuple[int, int]:
+    """(parameters, MACs of one image of `input_size` (channels, height, width)) of a model,
+    in evaluation mode on its own device (the meta device costs no memory): the two numbers
+    of `profile` without its per-layer table and receptive fields, several times faster."""
+    was_training = model.training
+    model.eval()
+    x = torch.empty(1, *input_size, device=next(iter(model.parameters())).device)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return sum(p.numel() for p in model.parameters()), int(counter.get_total_flops() // 2)
+
+
 def _cost_cache_path() -> Path:
     root = os.environ.get("ARCHLAB_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "archlab")
@@ -367,11 +382,8 @@ def model_costs(name: str, use_cache: bool = True) -> tuple[int, int]:
     if key in cache:
         return tuple(cache[key])
     with torch.device("meta"):
-        model = create_model(name).eval()
-    x = torch.empty(1, *model.card.input_size, device="meta")
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    result = (sum(p.numel() for p in model.parameters()), int(counter.get_total_flops() // 2))
+        model = create_model(name)
+    result = costs_of(model, model.card.input_size)
     if use_cache:
         cache[key] = result
         try:
