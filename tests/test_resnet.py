@@ -12,7 +12,7 @@ from torch import nn
 
 import archlab
 from archlab.models.resnet import (
-    BasicBlock, BlockOptions, PreActBottleneck, SimpleSelfAttention, ZeroPadShortcut, _Block,
+    BasicBlock, BlockOptions, Bottleneck, SimpleSelfAttention, ZeroPadShortcut, _Block,
 )
 
 
@@ -151,7 +151,7 @@ def test_zero_init_last_makes_a_block_the_identity(name, stage, block):
     b = getattr(model, stage)[block]
     chs = b.conv1.in_channels
     x = torch.randn(2, chs, 8, 8)
-    if not b.__class__.__name__.startswith("PreAct"):
+    if b.unit != "full_preact":
         x = x.relu()  # a v1 block's input left a ReLU; the one after the sum keeps it
     with torch.no_grad():
         torch.testing.assert_close(b(x), x)
@@ -269,7 +269,7 @@ def test_preact_orders_norm_relu_conv_and_leaves_the_sum_alone():
     torch.manual_seed(0)
     model = _eval("preact_resnet164")
     b = model.layer1[0]
-    assert isinstance(b, PreActBottleneck)
+    assert isinstance(b, Bottleneck) and b.unit == "full_preact"
     x = torch.randn(2, 16, 8, 8)
     assert _call_order(b, x) == ["bn1", "act1", "conv1", "bn2", "act2", "conv2", "bn3", "act3",
                                  "conv3", "downsample"]
