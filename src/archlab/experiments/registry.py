@@ -8,13 +8,15 @@ from typing import Iterable
 
 from archlab.experiments.base import Context, Experiment, Outcome
 from archlab.experiments.conv_mechanics import ConvMechanics
+from archlab.experiments.degradation import Degradation
 from archlab.experiments.page import write_page
 from archlab.experiments.relu_low_dim import ReluLowDim
 from archlab.experiments.relu_vs_tanh import ReluVsTanh
+from archlab.experiments.shortcuts import Shortcuts
 
 # In the order of the course: what a convolution is, then the architectures' arguments.
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    ConvMechanics(), ReluVsTanh(), ReluLowDim())}
+    ConvMechanics(), ReluVsTanh(), Degradation(), Shortcuts(), ReluLowDim())}
 
 
 def list_experiments() -> list[Experiment]:
