@@ -57,6 +57,19 @@ DEPTHS = (20, 56)
 LABELS = tuple(f"{f}{d}" for f in FAMILIES for d in DEPTHS)
 TAIL = 0.1   # the final training error: the mean over this last share of the steps
 
+# The paper's SGD (section 4.2, and 1603.05027's): momentum 0.9 without Nesterov, weight
+# decay 1e-4, the rate divided by 10 twice.
+RECIPE = {"optimizer": "sgd", "momentum": 0.9, "nesterov": False, "schedule": "step",
+          "gamma": 0.1, "weight_decay": 1e-4, "label_smoothing": 0.0, "threads": 1}
+# Its CIFAR-10 schedule, for a GPU: 64k iterations of batch 128 on a 45k/5k split, flips and
+# 4-pixel translations; as epochs, 64,000 / 352 steps = 182, the rate cut at 32k and 48k.
+PAPER_CIFAR: dict[str, Any] = {
+    "data": {"dataset": "cifar10", "val_fraction": 0.1},
+    "recipe": {"epochs": 182, "batch_size": 128, "lr": 0.1, "milestones": [91, 136.5],
+               "curve_every": 50},
+    "augment": "basic",
+}
+
 # What changes with the scale: the data, the length of training, the seeds.
 SETTINGS: dict[str, dict[str, Any]] = {
     "quick": {   # this CPU, minutes: ~2,400 Fashion-MNIST images, three epochs
@@ -66,31 +79,26 @@ SETTINGS: dict[str, dict[str, Any]] = {
                    "curve_every": 5},
         "augment": "none", "seeds": 3, "jobs": 2,
     },
-    "full": {    # a GPU: the paper's 64k iterations of batch 128 on a 45k/5k split,
-        # as epochs: 64,000 / 352 steps per epoch = 182, the rate cut at 32k and 48k.
-        "data": {"dataset": "cifar10", "val_fraction": 0.1},
-        "recipe": {"epochs": 182, "batch_size": 128, "lr": 0.1, "milestones": [91, 136.5],
-                   "curve_every": 50},
-        "augment": "basic", "seeds": 3, "jobs": 1,
-    },
+    "full": {**PAPER_CIFAR, "seeds": 3, "jobs": 1},
 }
-
-# The paper's SGD (section 4.2): momentum 0.9 without Nesterov, weight decay 1e-4, the rate
-# divided by 10 twice.
-RECIPE = {"optimizer": "sgd", "momentum": 0.9, "nesterov": False, "schedule": "step",
-          "gamma": 0.1, "weight_decay": 1e-4, "label_smoothing": 0.0, "threads": 1}
-
 
 def protocol(scale: str, seeds: Sequence[int]) -> dict[str, Any]:
     """The study: the four CIFAR networks under one recipe, the scale's data and seeds."""
-    s = SETTINGS[scale]
+    return cifar_protocol(
+        "Plain-20 and plain-56 against ResNet-20 and ResNet-56 (1512.03385, figures 1 and "
+        "6): the training error as depth grows.", SETTINGS[scale], seeds,
+        [{"name": label, "label": label} for label in LABELS])
+
+
+def cifar_protocol(description: str, settings: dict[str, Any], seeds: Sequence[int],
+                   models: list[dict[str, Any]]) -> dict[str, Any]:
+    """A study of `models` under the paper's SGD (RECIPE) with a scale's `settings` (data,
+    recipe, augment, jobs): the protocol of the ResNet papers' CIFAR experiments."""
     return {
-        "description": "Plain-20 and plain-56 against ResNet-20 and ResNet-56 (1512.03385, "
-                       "figures 1 and 6): the training error as depth grows.",
-        "data": s["data"], "recipe": {**RECIPE, **s["recipe"]}, "augment": s["augment"],
-        "tta": [], "seeds": list(seeds), "jobs": s["jobs"],
-        "measure": {"throughput_batch": 32, "throughput_seconds": 0.1},
-        "models": [{"name": label, "label": label} for label in LABELS],
+        "description": description, "data": settings["data"],
+        "recipe": {**RECIPE, **settings["recipe"]}, "augment": settings["augment"],
+        "tta": [], "seeds": list(seeds), "jobs": settings["jobs"],
+        "measure": {"throughput_batch": 32, "throughput_seconds": 0.1}, "models": models,
     }
 
 
@@ -259,4 +267,5 @@ def _finals(numbers: dict[str, Any]) -> str:
     return to_svg(fig, "degradation-final")
 
 
-__all__ = ["Degradation", "decide", "final_error", "protocol"]
+__all__ = ["PAPER_CIFAR", "RECIPE", "Degradation", "cifar_protocol", "decide",
+           "final_error", "protocol"]

@@ -51,6 +51,7 @@ import numpy as np
 from archlab._plot import figure, to_svg
 from archlab.experiments.base import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context, Experiment,
                                       Figure, Outcome)
+from archlab.experiments.degradation import PAPER_CIFAR, cifar_protocol
 from archlab.experiments.training import by_label, seeds_for, step_curve, train_study
 from archlab.experiments.variants import Variant, compare_variants, variant_table
 
@@ -73,31 +74,17 @@ SETTINGS: dict[str, dict[str, Any]] = {
                    "curve_every": 10},
         "augment": "none", "seeds": 3, "jobs": 2,
     },
-    "full": {    # a GPU: table 2's setting, ResNet-110 on CIFAR-10 for 64k iterations
-        "model": "resnet110",
-        "data": {"dataset": "cifar10", "val_fraction": 0.1},
-        "recipe": {"epochs": 182, "batch_size": 128, "lr": 0.1, "milestones": [91, 136.5],
-                   "curve_every": 50},
-        "augment": "basic", "seeds": 3, "jobs": 1,
-    },
+    "full": {**PAPER_CIFAR, "model": "resnet110", "seeds": 3, "jobs": 1},
 }
-
-# The paper's SGD (1603.05027 section 4, after 1512.03385 section 4.2).
-RECIPE = {"optimizer": "sgd", "momentum": 0.9, "nesterov": False, "schedule": "step",
-          "gamma": 0.1, "weight_decay": 1e-4, "label_smoothing": 0.0, "threads": 1}
 
 
 def protocol(scale: str, seeds: Sequence[int]) -> dict[str, Any]:
-    """The study: one depth with each of the five units, one recipe."""
+    """The study: one depth with each of the five units, under the paper's recipe."""
     s = SETTINGS[scale]
-    return {
-        "description": "The five residual units of 1603.05027's figure 4 on one depth.",
-        "data": s["data"], "recipe": {**RECIPE, **s["recipe"]}, "augment": s["augment"],
-        "tta": [], "seeds": list(seeds), "jobs": s["jobs"],
-        "measure": {"throughput_batch": 32, "throughput_seconds": 0.1},
-        "models": [{"name": s["model"], "label": letter, "model_kwargs": {"unit": unit}}
-                   for letter, (unit, _) in VARIANTS.items()],
-    }
+    return cifar_protocol(
+        "The five residual units of 1603.05027's figure 4 on one depth.", s, seeds,
+        [{"name": s["model"], "label": letter, "model_kwargs": {"unit": unit}}
+         for letter, (unit, _) in VARIANTS.items()])
 
 
 def decide(numbers: dict[str, Any]) -> tuple[str, str]:
