@@ -12,7 +12,7 @@ from torch import nn
 
 import archlab
 from archlab.models.resnet import (
-    BasicBlock, BlockOptions, PreActBottleneck, SimpleSelfAttention, ZeroPadShortcut, _Block,
+    BasicBlock, BlockOptions, Bottleneck, SimpleSelfAttention, ZeroPadShortcut, _Block,
 )
 
 
@@ -151,7 +151,7 @@ def test_zero_init_last_makes_a_block_the_identity(name, stage, block):
     b = getattr(model, stage)[block]
     chs = b.conv1.in_channels
     x = torch.randn(2, chs, 8, 8)
-    if not b.__class__.__name__.startswith("PreAct"):
+    if b.unit != "full_preact":
         x = x.relu()  # a v1 block's input left a ReLU; the one after the sum keeps it
     with torch.no_grad():
         torch.testing.assert_close(b(x), x)
@@ -269,7 +269,7 @@ def test_preact_orders_norm_relu_conv_and_leaves_the_sum_alone():
     torch.manual_seed(0)
     model = _eval("preact_resnet164")
     b = model.layer1[0]
-    assert isinstance(b, PreActBottleneck)
+    assert isinstance(b, Bottleneck) and b.unit == "full_preact"
     x = torch.randn(2, 16, 8, 8)
     assert _call_order(b, x) == ["bn1", "act1", "conv1", "bn2", "act2", "conv2", "bn3", "act3",
                                  "conv3", "downsample"]
@@ -313,3 +313,111 @@ def test_small_input_stem_keeps_32px_images_large():
                                                      (256, 8, 8), (512, 4, 4)]
     deep = _meta("resnet50d", small_input=True)
     assert deep.conv1[0].stride == (1, 1) and isinstance(deep.maxpool, nn.Identity)
+
+
+# -- the five units of 1603.05027's Fig. 4 -----------------------------------------------
+
+UNIT_NAMES = ("original", "bn_after_add", "relu_before_add", "relu_preact", "full_preact")
+
+
+def _randomise_norms(model: nn.Module) -> None:
+    # Evaluated with non-trivial statistics, a BN's place in the unit changes the output.
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+
+
+@pytest.mark.parametrize("unit", UNIT_NAMES)
+def test_each_unit_computes_its_figure_4_ordering(unit):
+    torch.manual_seed(0)
+    model = archlab.create_model("resnet20", unit=unit).eval()
+    _randomise_norms(model)
+    b = model.layer1[1]
+    x = torch.randn(2, 16, 8, 8)
+    kept = x.clone()
+    relu = torch.relu
+    want = {  # a row of the figure each: the branch, the addition, what follows it
+        "original": lambda: relu(b.bn2(b.conv2(relu(b.bn1(b.conv1(x))))) + x),
+        "bn_after_add": lambda: relu(b.bn2(b.conv2(relu(b.bn1(b.conv1(x)))) + x)),
+        "relu_before_add": lambda: relu(b.bn2(b.conv2(relu(b.bn1(b.conv1(x)))))) + x,
+        "relu_preact": lambda: b.bn2(b.conv2(relu(b.bn1(b.conv1(relu(x)))))) + x,
+        "full_preact": lambda: b.conv2(relu(b.bn2(b.conv1(relu(b.bn1(x)))))) + x,
+    }[unit]
+    with torch.no_grad():
+        out = b(x)
+        torch.testing.assert_close(x, kept)  # the input is never overwritten in place
+        torch.testing.assert_close(out, want())
+    # Where the shape changes, the zero-padding shortcut reads the pre-activated input.
+    b2 = model.layer2[0]
+    with torch.no_grad():
+        pre = (relu(x) if unit == "relu_preact" else relu(b2.bn1(x))
+               if unit == "full_preact" else x)
+        branch = b2._run(b2._branch, pre)
+        shortcut = torch.cat([pre[:, :, ::2, ::2], torch.zeros(2, 16, 4, 4)], dim=1)
+        torch.testing.assert_close(b2(x), b2._run(b2._after_add, branch + shortcut))
+
+
+def _bn_channels(model: nn.Module) -> int:
+    return sum(m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_units_move_the_same_layers_so_resnet20_costs_the_same():
+    # ResNet-20 for 10 classes by hand. Convolutions: the 3×3 stem (3->16), then six 3×3
+    # convolutions per stage, the first of stages 2 and 3 widening.
+    convs = (3 * 16 + 6 * 16 * 16 + (16 * 32 + 5 * 32 * 32) + (32 * 64 + 5 * 64 * 64)) * 9
+    fc = 64 * 10 + 10
+    # Post-activated units, (a) to (d): a BN on the stem's output and on every convolution's
+    # output ((b) moves the last one after the addition, where it has the same channels).
+    bn_after = 16 + 6 * 16 + 6 * 32 + 6 * 64
+    # Full pre-activation, (e): a BN on every convolution's *input*, none in the stem, one
+    # after the last addition. The first units of stages 2 and 3 have a narrower bn1 (16 and
+    # 32 channels in, not 32 and 64 out), which the final BN's 64 channels balance exactly.
+    bn_before = 6 * 16 + (16 + 5 * 32) + (32 + 5 * 64) + 64
+    assert bn_after == bn_before == 688
+    assert convs + 2 * bn_after + fc == 269_722           # Table 6 of 1512.03385: 0.27M
+    for unit in UNIT_NAMES:
+        model = _meta("resnet20", unit=unit, num_classes=10)
+        assert _count(model) == 269_722, unit
+        assert _bn_channels(model) == 688, unit
+    e, a = _meta("resnet20", unit="full_preact"), _meta("resnet20")
+    assert (e.layer2[0].bn1.num_features, a.layer2[0].bn1.num_features) == (16, 32)
+    # (b)'s BN after the addition has the block's output channels, like (a)'s bn2 had.
+    b = _meta("resnet20", unit="bn_after_add").layer3[0]
+    assert b._after_add == ["bn2", "act2"] and b.bn2.num_features == 64
+
+
+def test_units_place_the_stem_and_final_norms():
+    stems = {u: (type(m.bn1).__name__, type(m.act1).__name__, type(m.bn_final).__name__,
+                 type(m.act_final).__name__)
+             for u in UNIT_NAMES for m in [_meta("resnet20", unit=u)]}
+    assert stems["original"] == stems["bn_after_add"] == stems["relu_before_add"] == (
+        "BatchNorm2d", "ReLU", "Identity", "Identity")
+    # The first unit's own ReLU follows the stem's BN; the last sum gets a ReLU.
+    assert stems["relu_preact"] == ("BatchNorm2d", "Identity", "Identity", "ReLU")
+    assert stems["full_preact"] == ("Identity", "Identity", "BatchNorm2d", "ReLU")
+    # preact=True is the full pre-activation, with the same tensors.
+    assert (list(_meta("preact_resnet164").state_dict())
+            == list(_meta("preact_resnet164", preact=False, unit="full_preact").state_dict()))
+
+
+def test_a_unit_is_checked_by_name():
+    with pytest.raises(ValueError, match="unit must be one of original, .*got 'preact'"):
+        _meta("resnet20", unit="preact")
+    with pytest.raises(ValueError, match="contradicts unit='bn_after_add'"):
+        _meta("resnet20", preact=True, unit="bn_after_add")
+
+
+@pytest.mark.parametrize("unit", UNIT_NAMES)
+def test_zero_init_last_zeroes_every_units_branch(unit):
+    torch.manual_seed(0)
+    b = archlab.create_model("resnet20", unit=unit, zero_init_last=True).eval().layer1[1]
+    x = torch.randn(2, 16, 8, 8).relu()
+    with torch.no_grad():
+        pre = b._run(b._lead, x.clone())
+        assert not b._run(b._branch, pre).any()
+        # Only (b) keeps a layer on the shortcut's path: the block is then BN-ReLU of x.
+        want = torch.relu(b.bn2(x)) if unit == "bn_after_add" else x
+        torch.testing.assert_close(b(x), want)

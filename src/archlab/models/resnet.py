@@ -17,7 +17,10 @@ nets) or projects with a 1×1 convolution (option B: the ImageNet nets). The `pl
 Identity Mappings (1603.05027) moves batch norm and ReLU *before* each convolution
 (`preact=True`) so that nothing at all sits on the shortcut path, not even the ReLU after the
 addition: a signal goes from any block to any later one unchanged, and a 1001-layer network
-trains better than a 164-layer one.
+trains better than a 164-layer one. Its Fig. 4 tries five places for the same layers, each a
+`unit` here: (a) "original"; (b) "bn_after_add", BN on the shortcut's path; (c)
+"relu_before_add", a branch that can only add; (d) "relu_preact"; (e) "full_preact", which
+is `preact=True`. Every convolution keeps its own BN and ReLU; only their order changes.
 
 Bag of Tricks (1812.01187) found three cheap repairs, each a flag here: B (`stride_3x3`)
 moves the bottleneck's stride from the first 1×1 convolution, which reads only a quarter of
@@ -141,21 +144,67 @@ class SimpleSelfAttention(nn.Module):
 
 
 # --------------------------------------------------------------------------------------
-# The blocks: the paper's Fig. 2 (v1) and Fig. 4(e) of 1603.05027 (pre-activation)
+# The blocks, and the five orderings of a residual unit (Fig. 4 of 1603.05027)
 # --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Where a residual unit puts its batch norms and activations around its convolutions.
+
+    Every convolution i of a block owns one batch norm `bn{i}` and one activation `act{i}`;
+    the orderings of 1603.05027's Fig. 4 only move them. `before`: what precedes every
+    convolution (pre-activation); `between`: what follows every convolution but the last;
+    `last`: what follows the last one, before the addition; `after_add`: what follows the
+    addition, on the path of the shortcut too.
+    """
+
+    before: tuple[str, ...]
+    between: tuple[str, ...]
+    last: tuple[str, ...]
+    after_add: tuple[str, ...]
+
+
+UNITS = {
+    # (a) 1512.03385: conv-BN-ReLU, conv-BN, the addition, ReLU.
+    "original": Unit((), ("bn", "act"), ("bn",), ("act",)),
+    # (b) the last BN moves after the addition, where it rescales the shortcut's signal too.
+    "bn_after_add": Unit((), ("bn", "act"), (), ("bn", "act")),
+    # (c) the ReLU moves before the addition: the branch can only add, never subtract.
+    "relu_before_add": Unit((), ("bn", "act"), ("bn", "act"), ()),
+    # (d) ReLU-only pre-activation: ReLU-conv-BN, twice, then the addition.
+    "relu_preact": Unit(("act",), ("bn",), ("bn",), ()),
+    # (e) full pre-activation: BN-ReLU-conv, twice, then the addition and nothing else.
+    "full_preact": Unit(("bn", "act"), (), (), ()),
+}
+
+
+def resolve_unit(unit: str | None, preact: bool) -> str:
+    """The unit's name: `preact=True` is the full pre-activation (e), the default the
+    original (a)."""
+    if unit is None:
+        return "full_preact" if preact else "original"
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    if preact and unit != "full_preact":
+        raise ValueError(f"preact=True is unit='full_preact'; it contradicts unit={unit!r}: "
+                         "pass only one of them")
+    return unit
 
 
 @dataclass(frozen=True)
 class BlockOptions:
     """What a residual block takes besides its size: the ResNet flags that reach every block.
 
-    residual: False builds the plain twin (no shortcut). groups / base_width: ResNeXt's
-    cardinality and the channels per group at the first stage (a wide ResNet doubles it);
-    bottleneck only. stride_3x3: ResNet-B, the bottleneck's stride on its 3×3. attn ("se"),
-    sa / sym and drop_path end the residual branch (see `_Block`). act: the activation.
+    residual: False builds the plain twin (no shortcut). unit: the ordering of norms and
+    activations, a name in UNITS. groups / base_width: ResNeXt's cardinality and the
+    channels per group at the first stage (a wide ResNet doubles it); bottleneck only.
+    stride_3x3: ResNet-B, the bottleneck's stride on its 3×3. attn ("se"), sa / sym and
+    drop_path end the residual branch (see `_Block`). act: the activation.
     """
 
     residual: bool = True
+    unit: str = "original"
     groups: int = 1
     base_width: int = 64
     stride_3x3: bool = True
@@ -168,6 +217,7 @@ class BlockOptions:
     def __post_init__(self) -> None:
         if self.attn not in (None, "se"):
             raise ValueError(f"attn must be None or 'se', got {self.attn!r}")
+        resolve_unit(self.unit, False)
 
     def refuse_groups(self) -> None:
         """A basic block has no 3×3 to group or widen."""
@@ -175,17 +225,50 @@ class BlockOptions:
             raise ValueError("groups and base_width (ResNeXt, wide ResNets) need "
                              "block='bottleneck'")
 
-    def new_act(self) -> nn.Module:
-        """A fresh activation, in place (a module per layer, so that hooks see each one)."""
-        return get_act(self.act, inplace=True)
+    def new_act(self, inplace: bool = True) -> nn.Module:
+        """A fresh activation (a module per layer, so that hooks see each one)."""
+        return get_act(self.act, inplace=inplace)
 
 
 class _Block(nn.Module):
-    """What every block shares: the residual branch ends with optional SE and
-    self-attention, stochastic depth, and then meets the shortcut (or, in a plain net,
-    doesn't)."""
+    """What every block shares: its convolutions with their norms and activations in the
+    unit's order; the residual branch ends with optional SE and self-attention, stochastic
+    depth, and then meets the shortcut (or, in a plain net, doesn't)."""
 
     expansion = 1
+
+    def _build(self, convs: list[nn.Conv2d], downsample: nn.Module | None,
+               opts: BlockOptions) -> None:
+        """Register `convs` as conv1, conv2... with bn{i} and act{i} where `opts.unit` puts
+        them, in the order they run (so that state dicts read like the paper's figure)."""
+        unit = UNITS[opts.unit]
+        self.unit = opts.unit
+        # lead: what runs before the first convolution; a reshaping shortcut reads its output
+        # too (the paper's code pre-activates once for both paths).
+        self._lead: list[str] = []
+        self._branch: list[str] = []
+        for i, conv in enumerate(convs, 1):
+            for op in unit.before:
+                # The block's very first op reads the input, which the shortcut still needs:
+                # an activation there must not overwrite it.
+                first = i == 1 and not self._lead
+                self._add(op, i, conv.in_channels, opts, self._lead if i == 1 else self._branch,
+                          inplace=not first)
+            self._add(f"conv{i}", i, 0, opts, self._branch, module=conv)
+            for op in unit.last if i == len(convs) else unit.between:
+                self._add(op, i, conv.out_channels, opts, self._branch)
+        self._tail(convs[-1].out_channels, downsample, opts)
+        self._after_add: list[str] = []
+        for op in unit.after_add:
+            self._add(op, len(convs), convs[-1].out_channels, opts, self._after_add)
+
+    def _add(self, op: str, i: int, chs: int, opts: BlockOptions, names: list[str],
+             inplace: bool = True, module: nn.Module | None = None) -> None:
+        if module is None:
+            module = nn.BatchNorm2d(chs) if op == "bn" else opts.new_act(inplace)
+            op = f"{op}{i}"
+        self.add_module(op, module)
+        names.append(op)
 
     def _tail(self, out_chs: int, downsample: nn.Module | None, opts: BlockOptions) -> None:
         # SE on the residual branch before the addition (Fig. 3 of 1709.01507).
@@ -197,133 +280,63 @@ class _Block(nn.Module):
         self.residual = opts.residual
 
     def zero_init_last(self) -> None:
-        """Zero the residual branch's last layer, so that the block starts as the identity:
-        its last norm, or pre-activated, its last convolution (registered before `_tail`)."""
-        layers = [m for m in self.children() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
-        nn.init.zeros_(layers[-1].weight)
+        """Zero the residual branch's last layer, so that the branch starts at zero: its
+        last norm, or where none follows the last convolution, that convolution."""
+        last = [n for n in self._branch if n.startswith(("conv", "bn"))][-1]
+        nn.init.zeros_(getattr(self, last).weight)
 
-    def _join(self, branch: torch.Tensor, shortcut_in: torch.Tensor, x: torch.Tensor
-              ) -> torch.Tensor:
-        branch = self.drop_path(self.sa(self.se(branch)))
-        if not self.residual:
-            return branch
-        return branch + (x if self.downsample is None else self.downsample(shortcut_in))
+    def _run(self, names: list[str], x: torch.Tensor) -> torch.Tensor:
+        for name in names:
+            x = getattr(self, name)(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self._run(self._lead, x)
+        out = self.drop_path(self.sa(self.se(self._run(self._branch, pre))))
+        if self.residual:
+            # Where the shape changes, the shortcut reads the pre-activated input; the
+            # identity adds the raw one, so that nothing sits on its path.
+            out = out + (x if self.downsample is None else self.downsample(pre))
+        return self._run(self._after_add, out)
 
 
 _DEFAULTS = BlockOptions()
 
 
 class BasicBlock(_Block):
-    """Two 3×3 convolutions and the shortcut (ResNet-18/34, the CIFAR nets)."""
+    """Two 3×3 convolutions and the shortcut (ResNet-18/34, the CIFAR nets); in the
+    original unit, Fig. 2 (left): conv-BN-ReLU, conv-BN, the addition, ReLU."""
 
     def __init__(self, in_chs: int, planes: int, stride: int = 1,
                  downsample: nn.Module | None = None, opts: BlockOptions = _DEFAULTS) -> None:
         super().__init__()
         opts.refuse_groups()
-        # Fig. 2 (left), a row a layer: conv-BN-ReLU, conv-BN, the addition, ReLU.
-        self.conv1, self.bn1, self.act1 = (_conv3x3(in_chs, planes, stride),
-                                           nn.BatchNorm2d(planes), opts.new_act())
-        self.conv2, self.bn2 = _conv3x3(planes, planes), nn.BatchNorm2d(planes)
-        self._tail(planes, downsample, opts)
-        self.act2 = opts.new_act()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
-        return self.act2(self._join(out, x, x))
+        self._build([_conv3x3(in_chs, planes, stride), _conv3x3(planes, planes)],
+                    downsample, opts)
 
 
-class _Bottleneck(_Block):
-    """What both bottlenecks share: 1×1 reduce, 3×3, 1×1 expand by 4."""
-
-    expansion = 4
-
-    def _shape(self, planes: int, stride: int, opts: BlockOptions
-               ) -> tuple[int, int, int, int]:
-        """(inner width, output channels, stride of the first 1×1, stride of the 3×3).
-
-        The inner width has `base_width` channels per group at the first stage. ResNet-B
-        strides the 3×3, which sees every pixel; the original strides the first 1×1, which
-        then reads only a quarter of its input."""
-        width = int(planes * opts.base_width / 64) * opts.groups
-        s1x1, s3x3 = (1, stride) if opts.stride_3x3 else (stride, 1)
-        return width, planes * self.expansion, s1x1, s3x3
-
-
-class Bottleneck(_Bottleneck):
-    """1×1 reduce, 3×3, 1×1 expand by 4 (ResNet-50/101/152): deep at little cost.
+class Bottleneck(_Block):
+    """1×1 reduce, 3×3, 1×1 expand by 4 (ResNet-50/101/152): deep at little cost; in the
+    original unit, Fig. 5 (right), each convolution followed by BN and (but the last) ReLU.
 
     The 3×3 convolution is `groups`-way grouped with `base_width` channels per group at
     the first stage (ResNeXt's 32x4d); a wide ResNet doubles base_width. `stride_3x3`
     puts the stride on the 3×3 (ResNet-B, torchvision's "v1.5") rather than on the first
     1×1, which would read only a quarter of its input."""
 
-    def __init__(self, in_chs: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None, opts: BlockOptions = _DEFAULTS) -> None:
-        super().__init__()
-        width, out_chs, s1x1, s3x3 = self._shape(planes, stride, opts)
-        # Fig. 5 (right), a row a layer: 1×1 reduce, 3×3, 1×1 expand, the addition, ReLU.
-        self.conv1, self.bn1, self.act1 = (_conv1x1(in_chs, width, s1x1),
-                                           nn.BatchNorm2d(width), opts.new_act())
-        self.conv2, self.bn2, self.act2 = (_conv3x3(width, width, s3x3, opts.groups),
-                                           nn.BatchNorm2d(width), opts.new_act())
-        self.conv3, self.bn3 = _conv1x1(width, out_chs), nn.BatchNorm2d(out_chs)
-        self._tail(out_chs, downsample, opts)
-        self.act3 = opts.new_act()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.act2(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.act3(self._join(out, x, x))
-
-
-class PreActBasicBlock(_Block):
-    """BN-ReLU-conv twice (1603.05027): nothing after the addition. Where the shape changes,
-    the projection shortcut reads the pre-activated input, as the paper's code does."""
+    expansion = 4
 
     def __init__(self, in_chs: int, planes: int, stride: int = 1,
                  downsample: nn.Module | None = None, opts: BlockOptions = _DEFAULTS) -> None:
         super().__init__()
-        opts.refuse_groups()
-        # Fig. 4(e), a row a layer: BN-ReLU-conv twice, then the addition and nothing else.
-        self.bn1, self.act1, self.conv1 = (nn.BatchNorm2d(in_chs), opts.new_act(),
-                                           _conv3x3(in_chs, planes, stride))
-        self.bn2, self.act2, self.conv2 = (nn.BatchNorm2d(planes), opts.new_act(),
-                                           _conv3x3(planes, planes))
-        self._tail(planes, downsample, opts)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.act1(self.bn1(x))
-        out = self.conv2(self.act2(self.bn2(self.conv1(pre))))
-        return self._join(out, pre, x)
+        width = int(planes * opts.base_width / 64) * opts.groups
+        s1x1, s3x3 = (1, stride) if opts.stride_3x3 else (stride, 1)
+        self._build([_conv1x1(in_chs, width, s1x1),
+                     _conv3x3(width, width, s3x3, opts.groups),
+                     _conv1x1(width, planes * self.expansion)], downsample, opts)
 
 
-class PreActBottleneck(_Bottleneck):
-    """The bottleneck with BN-ReLU before each of its three convolutions (1603.05027)."""
-
-    def __init__(self, in_chs: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None, opts: BlockOptions = _DEFAULTS) -> None:
-        super().__init__()
-        width, out_chs, s1x1, s3x3 = self._shape(planes, stride, opts)
-        # A row a layer: BN-ReLU before each of 1×1 reduce, 3×3, 1×1 expand; the addition.
-        self.bn1, self.act1, self.conv1 = (nn.BatchNorm2d(in_chs), opts.new_act(),
-                                           _conv1x1(in_chs, width, s1x1))
-        self.bn2, self.act2, self.conv2 = (nn.BatchNorm2d(width), opts.new_act(),
-                                           _conv3x3(width, width, s3x3, opts.groups))
-        self.bn3, self.act3, self.conv3 = (nn.BatchNorm2d(width), opts.new_act(),
-                                           _conv1x1(width, out_chs))
-        self._tail(out_chs, downsample, opts)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.act1(self.bn1(x))
-        out = self.conv1(pre)
-        out = self.conv2(self.act2(self.bn2(out)))
-        out = self.conv3(self.act3(self.bn3(out)))
-        return self._join(out, pre, x)
-
-
-_BLOCKS = {(False, "basic"): BasicBlock, (False, "bottleneck"): Bottleneck,
-           (True, "basic"): PreActBasicBlock, (True, "bottleneck"): PreActBottleneck}
+_BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 _SHORTCUTS = ("projection", "zero_pad", "none")
 
 
@@ -337,7 +350,11 @@ class ResNet(ImageClassifier):
     doubles the width), global average pooling and a linear classifier.
 
     block: "basic" or "bottleneck"; layers: blocks per stage; widths: each stage's `planes`
-    (a bottleneck outputs 4× that). preact: 1603.05027's ordering. shortcut: "projection"
+    (a bottleneck outputs 4× that). unit: the order of norms, activations and the addition
+    in a block, one of the five of 1603.05027's Fig. 4 (UNITS; default "original");
+    preact=True is unit="full_preact". The stem gives the first block what its unit
+    expects (conv-BN-ReLU, or less of it where the unit pre-activates), and a unit that
+    pre-activates ends the network with its norm and ReLU. shortcut: "projection"
     (a 1×1 conv where the shape changes), "zero_pad" (option A) or "none" (the plain twin).
     stride_3x3 / deep_stem / avg_down: Bag of Tricks' B / C / D. stem_width: the stem's
     output channels (the deep stem's first two convolutions have half). cifar_stem: the
@@ -352,6 +369,7 @@ class ResNet(ImageClassifier):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
                  block: str = "bottleneck", layers: tuple[int, ...] = (3, 4, 6, 3),
                  widths: tuple[int, ...] = (64, 128, 256, 512), preact: bool = False,
+                 unit: str | None = None,
                  shortcut: str = "projection", stride_3x3: bool = True,
                  deep_stem: bool = False, avg_down: bool = False, stem_width: int = 64,
                  cifar_stem: bool = False, groups: int = 1, base_width: int = 64,
@@ -367,8 +385,11 @@ class ResNet(ImageClassifier):
             raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must have one "
                              "entry per stage")
         self.num_classes, self.in_chans = num_classes, in_chans
-        self.preact, self.avg_down, self.shortcut = preact, avg_down, shortcut
-        block_cls = _BLOCKS[(preact, block)]
+        self.unit = unit = resolve_unit(unit, preact)
+        self.preact = unit == "full_preact"
+        self.avg_down, self.shortcut = avg_down, shortcut
+        block_cls = _BLOCKS[block]
+        pre_ops = UNITS[unit].before       # what each block does before its first conv
 
         # The stem: 7×7/2 and a 3×3/2 max pool cut 224 px to 56 before any block.
         tiny = small_input or cifar_stem
@@ -383,11 +404,12 @@ class ResNet(ImageClassifier):
         else:
             self.conv1 = nn.Conv2d(in_chans, stem_width, 7, 2, 3, bias=False)
         # Pre-activated, the first block's norm and ReLU follow the stem's convolution.
-        self.bn1 = nn.Identity() if preact else nn.BatchNorm2d(stem_width)
-        self.act1 = nn.Identity() if preact else get_act(act, inplace=True)
+        self.bn1 = nn.Identity() if "bn" in pre_ops else nn.BatchNorm2d(stem_width)
+        self.act1 = nn.Identity() if "act" in pre_ops else get_act(act, inplace=True)
         self.maxpool = nn.Identity() if tiny else nn.MaxPool2d(3, 2, 1)
 
-        opts = BlockOptions(residual=shortcut != "none", groups=groups, base_width=base_width,
+        opts = BlockOptions(residual=shortcut != "none", unit=unit, groups=groups,
+                            base_width=base_width,
                             stride_3x3=stride_3x3, attn=attn, sym=sym, act=act)
         chs, reduction = stem_width, 1 if tiny else 4
         sa_stage = max(len(layers) - 4, 0)
@@ -411,8 +433,8 @@ class ResNet(ImageClassifier):
             self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=name))
 
         # Pre-activated, the last block's sum still needs its norm and ReLU (section 4).
-        self.bn_final = nn.BatchNorm2d(chs) if preact else nn.Identity()
-        self.act_final = get_act(act, inplace=True) if preact else nn.Identity()
+        self.bn_final = nn.BatchNorm2d(chs) if "bn" in pre_ops else nn.Identity()
+        self.act_final = get_act(act, inplace=True) if "act" in pre_ops else nn.Identity()
         self.num_features = chs
         self.head = ClassifierHead(chs, num_classes, drop_rate=drop_rate)
         # Every layer is padded and keeps ceil(size / stride) pixels, so no map ever empties
