@@ -11,10 +11,11 @@ from archlab.experiments.conv_mechanics import ConvMechanics
 from archlab.experiments.page import write_page
 from archlab.experiments.relu_low_dim import ReluLowDim
 from archlab.experiments.relu_vs_tanh import ReluVsTanh
+from archlab.experiments.separable import Separable
 
 # In the order of the course: what a convolution is, then the architectures' arguments.
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    ConvMechanics(), ReluVsTanh(), ReluLowDim())}
+    ConvMechanics(), ReluVsTanh(), Separable(), ReluLowDim())}
 
 
 def list_experiments() -> list[Experiment]:
