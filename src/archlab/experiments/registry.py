@@ -7,6 +7,7 @@ import time
 from typing import Iterable
 
 from archlab.experiments.base import Context, Experiment, Outcome
+from archlab.experiments.compound_scaling import CompoundScaling
 from archlab.experiments.conv_mechanics import ConvMechanics
 from archlab.experiments.page import write_page
 from archlab.experiments.relu_low_dim import ReluLowDim
@@ -15,7 +16,7 @@ from archlab.experiments.separable import Separable
 
 # In the order of the course: what a convolution is, then the architectures' arguments.
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    ConvMechanics(), ReluVsTanh(), Separable(), ReluLowDim())}
+    ConvMechanics(), ReluVsTanh(), Separable(), ReluLowDim(), CompoundScaling())}
 
 
 def list_experiments() -> list[Experiment]:

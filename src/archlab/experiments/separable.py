@@ -50,7 +50,6 @@ about five times slower on this CPU, and the claim is about the ratios, not the 
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Sequence
 
