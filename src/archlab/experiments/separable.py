@@ -383,6 +383,14 @@ def _multipliers(numbers: dict[str, Any], knob: str) -> list[float]:
     return [numbers["sizes"][x] / numbers["sizes"][labels[0]] for x in labels]
 
 
+def _plain_ticks(axis) -> None:
+    """0.5 and 8 on a log axis, not 5×10⁻¹ and 8×10⁰."""
+    from matplotlib.ticker import FormatStrFormatter
+
+    axis.set_major_formatter(FormatStrFormatter("%g"))
+    axis.set_minor_formatter(FormatStrFormatter("%g"))
+
+
 def _ratio_figure(convs: Sequence[dict[str, int]]) -> str:
     fig = figure(9.5, 3.6, layout="constrained")
     left, right = fig.subplots(1, 2)
@@ -405,6 +413,7 @@ def _ratio_figure(convs: Sequence[dict[str, int]]) -> str:
     left.set_ylabel("separable / standard MACs")
     right.set_ylabel("standard / separable MACs")
     right.set_yscale("log")
+    _plain_ticks(right.yaxis)
     left.legend(fontsize=7)
     right.legend(fontsize=7)
     return to_svg(fig, "separable-ratio")
@@ -448,6 +457,8 @@ def _scaling_figure(numbers: dict[str, Any]) -> str:
                 mfc="none", color=colour, ms=9, label=f"{sign}, ours")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_ticks(ax.xaxis)
+    _plain_ticks(ax.yaxis)
     ax.set_xlabel("multiplier m (α, or ρ = side / base side)")
     ax.set_ylabel("MACs / MACs at m = 1")
     ax.legend(fontsize=8)
