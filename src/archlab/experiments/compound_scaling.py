@@ -161,7 +161,8 @@ def equal_cost_variants(scale: str) -> dict[str, dict[str, Any]]:
     steps = [round(1 + 0.01 * i, 2) for i in range(1, 201)]   # 1.01 ... 3.00
     d, d_macs = nearest(target, steps, lambda m: quick_macs(w0, m, side0))
     w, w_macs = nearest(target, steps, lambda m: quick_macs(w0 * m, 1.0, side0))
-    r, r_macs = nearest(target, list(range(side0 + 1, 2 * side0 + 1)), lambda x: quick_macs(w0, 1.0, x))
+    r, r_macs = nearest(target, list(range(side0 + 1, 2 * side0 + 1)),
+                        lambda x: quick_macs(w0, 1.0, x))
     return {
         "compound": {**compound, "macs": target, "multiplier": "φ = 1"},
         "depth": {"width": w0, "depth": d, "side": side0, "macs": d_macs,

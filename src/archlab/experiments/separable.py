@@ -360,15 +360,19 @@ def _notes(numbers: dict[str, Any], scale: str) -> list[str]:
     quick = {knob: exponent(_multipliers(numbers, knob), acc["macs"])
              for knob, acc in numbers["accuracy"].items()}
     steps = "; ".join(f"{x['to']} against {x['from']}: {100 * x['delta']:+.2f} points "
-                      f"(p {x['p']:.2g})" for acc in numbers["accuracy"].values()
-                      for x in acc["steps"])
+                      f"[{100 * x['low']:+.2f}, {100 * x['high']:+.2f}], p {x['p']:.2g}, "
+                      + ("significant" if x["significant"] else "tied")
+                      for acc in numbers["accuracy"].values() for x in acc["steps"])
+    rounding = ("whole numbers" if s["ch_divisor"] == 1 else
+                f"multiples of {s['ch_divisor']}")
     return [
         f"At {scale} scale α = 1 is MobileNet v1 at width {s['base_width']:g} of the paper's, "
-        f"channels rounded to multiples of {s['ch_divisor']}; its own cost scales as "
-        f"α^{quick['alpha']:.2f} and ρ^{quick['rho']:.2f} (the stem and the classifier, "
-        "linear in α, and the 1x1 map of the last layers keep it off exactly 2).",
-        "Neighbouring steps (the cheaper against the next larger, Holm within each knob): "
-        + steps + ".",
+        f"channels rounded to {rounding}; its own cost scales as α^{quick['alpha']:.2f} and "
+        f"ρ^{quick['rho']:.2f}: the depthwise convolutions, the stem and the classifier grow "
+        "with α, not α², and weigh more in a narrow network; a strided map's side rounds up, "
+        "which keeps the small images' cost a little above ρ².",
+        "Neighbouring steps (the cheaper against the next larger; p Holm-adjusted within each "
+        "knob; significant when the test and the bootstrap interval agree): " + steps + ".",
         "The depthwise convolutions cost α, not α², so the whole network falls a little "
         "slower than α²; the resolution multiplier touches every layer's map alike, so its "
         "exponent is 2 up to the rounding of the maps' sides.",
