@@ -8,6 +8,7 @@ from typing import Iterable
 
 from archlab.experiments.base import Context, Experiment, Outcome
 from archlab.experiments.cardinality import Cardinality
+from archlab.experiments.compound_scaling import CompoundScaling
 from archlab.experiments.conv_mechanics import ConvMechanics
 from archlab.experiments.degradation import Degradation
 from archlab.experiments.inception_reduction import InceptionReduction
@@ -16,15 +17,17 @@ from archlab.experiments.receptive_field import ReceptiveField
 from archlab.experiments.relu_low_dim import ReluLowDim
 from archlab.experiments.relu_vs_tanh import ReluVsTanh
 from archlab.experiments.se_cost import SECost
+from archlab.experiments.separable import Separable
 from archlab.experiments.shortcuts import Shortcuts
 from archlab.experiments.tricks import Tricks
 
 # In the order of the course: what a convolution is, then the architectures' arguments as
 # the architectures came (AlexNet, VGG, GoogLeNet, ResNet and its repairs, SENet, ResNeXt,
-# MobileNet).
+# MobileNet, EfficientNet).
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     ConvMechanics(), ReluVsTanh(), ReceptiveField(), InceptionReduction(), Degradation(),
-    Shortcuts(), Tricks(), SECost(), Cardinality(), ReluLowDim())}
+    Shortcuts(), Tricks(), SECost(), Cardinality(), Separable(), ReluLowDim(),
+    CompoundScaling())}
 
 
 def list_experiments() -> list[Experiment]:

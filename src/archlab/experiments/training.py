@@ -66,4 +66,27 @@ def steps_to_reach(steps: Sequence[int], values: Sequence[float],
     return None
 
 
-__all__ = ["by_label", "seeds_for", "step_curve", "steps_to_reach", "train_study"]
+def train_at_sizes(name: str, protocol: dict[str, Any], sizes: dict[str, int],
+                   ctx: Context) -> list[Run]:
+    """Train `protocol`'s models, each at its own image side `sizes[label]` (a resolution
+    multiplier: MobileNet's ρ, EfficientNet's γ^φ).
+
+    A study trains all its models at one `data.image_size`, so that they share a split; here
+    each size gets a protocol of its own (named `<name>-<size>px`, the same data, recipe,
+    seeds and split), trained one after another in the experiment's one study directory.
+    The test images are the same ones in the same order at every size (only resized), so
+    runs of different sizes still pair image by image in a paired test."""
+    missing = [m["label"] for m in protocol["models"] if m["label"] not in sizes]
+    if missing:
+        raise KeyError(f"experiment {name}: no image size for {', '.join(missing)}")
+    runs: list[Run] = []
+    for size in dict.fromkeys(sizes[m["label"]] for m in protocol["models"]):
+        part = {**protocol, "name": f"{name}-{size}px",
+                "data": {**protocol["data"], "image_size": size},
+                "models": [m for m in protocol["models"] if sizes[m["label"]] == size]}
+        runs += train_study(name, part, ctx)
+    return runs
+
+
+__all__ = ["by_label", "seeds_for", "step_curve", "steps_to_reach", "train_at_sizes",
+           "train_study"]
