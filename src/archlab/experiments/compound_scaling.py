@@ -243,7 +243,7 @@ class CompoundScaling(Experiment):
         t0 = time.perf_counter()
         b_series, custom = b_series_costs(), custom_costs()
         configs = equal_cost_variants(ctx.scale)
-        seeds = seeds_for(ctx, SETTINGS["quick"]["seeds"], SETTINGS["full"]["seeds"])
+        seeds = seeds_for(ctx, SETTINGS)
         runs = by_label(train_at_sizes(self.name, protocol(ctx.scale, seeds, configs),
                                        {x: configs[x]["side"] for x in LABELS}, ctx))
         # The decisive family: the three single dimensions against compound (Holm over 3);

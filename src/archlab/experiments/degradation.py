@@ -164,8 +164,8 @@ class Degradation(Experiment):
     def run(self, ctx: Context) -> Outcome:
         t0 = time.perf_counter()
         s = SETTINGS[ctx.scale]
-        runs = by_label(train_study(self.name, protocol(ctx.scale, seeds_for(
-            ctx, SETTINGS["quick"]["seeds"], SETTINGS["full"]["seeds"])), ctx))
+        seeds = seeds_for(ctx, SETTINGS)
+        runs = by_label(train_study(self.name, protocol(ctx.scale, seeds), ctx))
         curves = {label: [step_curve(r) for r in runs[label]] for label in LABELS}
         held_out = {label: [_val_curve(r.history or []) for r in runs[label]]
                     for label in LABELS}

@@ -240,8 +240,8 @@ class InceptionReduction(Experiment):
     def run(self, ctx: Context) -> Outcome:
         t0 = time.perf_counter()
         width = equal_cost_width(ctx.scale)
-        runs = by_label(train_study(self.name, protocol(ctx.scale, seeds_for(
-            ctx, SETTINGS["quick"]["seeds"], SETTINGS["full"]["seeds"]), width), ctx))
+        seeds = seeds_for(ctx, SETTINGS)
+        runs = by_label(train_study(self.name, protocol(ctx.scale, seeds, width), ctx))
         variants = compare_variants(runs, REDUCED)
         numbers = {"modules": modules(), "example": example(), "network": network(),
                    "accuracy": as_numbers(variants), "narrow_width": width,

@@ -267,8 +267,8 @@ class ReceptiveField(Experiment):
         t0 = time.perf_counter()
         s = SETTINGS[ctx.scale]
         rows = fields(s["draws"])
-        runs = by_label(train_study(self.name, protocol(ctx.scale, seeds_for(
-            ctx, SETTINGS["quick"]["seeds"], SETTINGS["full"]["seeds"])), ctx))
+        seeds = seeds_for(ctx, SETTINGS)
+        runs = by_label(train_study(self.name, protocol(ctx.scale, seeds), ctx))
         variants, accuracy = {}, {}
         for config, (_, stack, single, kernel) in NETS.items():
             pair = compare_variants({stack: runs[stack], single: runs[single]}, stack)

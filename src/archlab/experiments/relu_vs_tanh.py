@@ -141,8 +141,8 @@ class ReluVsTanh(Experiment):
     def run(self, ctx: Context) -> Outcome:
         t0 = time.perf_counter()
         threshold = SETTINGS[ctx.scale]["threshold"]
-        runs = by_label(train_study(self.name, protocol(ctx.scale, seeds_for(
-            ctx, SETTINGS["quick"]["seeds"], SETTINGS["full"]["seeds"])), ctx))
+        seeds = seeds_for(ctx, SETTINGS)
+        runs = by_label(train_study(self.name, protocol(ctx.scale, seeds), ctx))
         curves = {act: [step_curve(r) for r in runs[act]] for act in ACTS}
         reached = {act: [steps_to_reach(s, e, threshold) for s, e in curves[act]]
                    for act in ACTS}

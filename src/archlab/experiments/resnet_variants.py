@@ -117,7 +117,7 @@ def train_variants(name: str, settings: Mapping[str, Mapping[str, Any]],
     """Train the study `make_protocol(scale, seeds)` (the scale's own number of seeds
     unless the context says) and judge every variant against `baseline` (paired, Holm
     over the family): the variants, and the runs by label."""
-    seeds = seeds_for(ctx, settings["quick"]["seeds"], settings["full"]["seeds"])
+    seeds = seeds_for(ctx, settings)
     runs = by_label(train_study(name, make_protocol(ctx.scale, seeds), ctx))
     return compare_variants(runs, baseline), runs
 

@@ -287,8 +287,8 @@ class Separable(Experiment):
         separable, standard = full_conv_cost()
         cost = knob_costs()
         sizes = quick_labels(ctx.scale)
-        runs = by_label(train_at_sizes(self.name, protocol(ctx.scale, seeds_for(
-            ctx, SETTINGS["quick"]["seeds"], SETTINGS["full"]["seeds"])), sizes, ctx))
+        seeds = seeds_for(ctx, SETTINGS)
+        runs = by_label(train_at_sizes(self.name, protocol(ctx.scale, seeds), sizes, ctx))
         alpha = [f"alpha{a:.2f}" for a in ALPHAS]
         families = {"alpha": alpha, "rho": alpha[:1] + [k for k in sizes if k[:3] == "rho"]}
         variants = compare_variants(runs, alpha[0])

@@ -125,8 +125,8 @@ class Shortcuts(Experiment):
     def run(self, ctx: Context) -> Outcome:
         t0 = time.perf_counter()
         s = SETTINGS[ctx.scale]
-        runs = by_label(train_study(self.name, protocol(ctx.scale, seeds_for(
-            ctx, SETTINGS["quick"]["seeds"], SETTINGS["full"]["seeds"])), ctx))
+        seeds = seeds_for(ctx, SETTINGS)
+        runs = by_label(train_study(self.name, protocol(ctx.scale, seeds), ctx))
         variants = compare_variants(runs, BASELINE)
         numbers = {
             "model": s["model"], "seeds": [r.seed for r in runs[BASELINE]],

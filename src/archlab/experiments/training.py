@@ -10,16 +10,16 @@ predictions (`archlab.study.RunPredictions.of(run)`).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from archlab.experiments.base import Context
 from archlab.study import Run, compare, parse_protocol
 
 
-def seeds_for(ctx: Context, quick: int, full: int) -> list[int]:
+def seeds_for(ctx: Context, settings: Mapping[str, Mapping[str, Any]]) -> list[int]:
     """The seeds to train: `ctx.seeds` of them if given, else the experiment's own count for
-    the scale."""
-    return list(range(ctx.seeds or (quick if ctx.scale == "quick" else full)))
+    the scale, `settings[scale]["seeds"]` (an experiment's SETTINGS)."""
+    return list(range(ctx.seeds or settings[ctx.scale]["seeds"]))
 
 
 def train_study(name: str, protocol: dict[str, Any], ctx: Context) -> list[Run]:
