@@ -11,7 +11,7 @@ from study_fixtures import run_experiment_twice, tiny_resnet_setting
 
 def rival(outcome):
     delta = {"better": 0.01, "worse": -0.01, "tied": 0.001}[outcome]
-    return {"outcome": outcome, "delta": delta, "ci": [delta - 0.005, delta + 0.005],
+    return {"outcome": outcome, "delta": delta, "delta_ci": [delta - 0.005, delta + 0.005],
             "p_adjusted": 0.01}
 
 
@@ -19,7 +19,7 @@ def test_the_verdict_follows_the_tests_at_twice_the_cost():
     # "worse" is the rival minus the ResNeXt: the ResNeXt beat it.
     verdict, because = card.decide({"at_2x": {"wider": rival("worse"),
                                               "deeper": rival("worse")}})
-    assert verdict == HOLDS and "wider minus resnext-2x: -1.00 points" in because
+    assert verdict == HOLDS and "wider minus resnext-2x: -1.00 [" in because
     assert card.decide({"at_2x": {"wider": rival("worse"), "deeper": rival("tied")}})[0] \
         == INCONCLUSIVE
     verdict, because = card.decide({"at_2x": {"wider": rival("worse"),

@@ -14,7 +14,7 @@ def numbers(outcome, se_macs=3.8605e9, elementwise=5_519_360):
                                       "elementwise": elementwise}},
             "variants": {"resnet": {"outcome": "baseline"},
                          "se-resnet": {"outcome": outcome, "delta": delta,
-                                       "ci": [delta - 0.005, delta + 0.005],
+                                       "delta_ci": [delta - 0.005, delta + 0.005],
                                        "p_adjusted": 0.01}}}
 
 

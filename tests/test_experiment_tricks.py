@@ -18,7 +18,7 @@ def numbers(outcomes, macs_d=4.33e9, params_d=25.6e6):
     for label, outcome in outcomes.items():
         delta = {"better": 0.01, "worse": -0.01, "tied": 0.001}[outcome]
         variants[label] = {"outcome": outcome, "delta": delta,
-                           "ci": [delta - 0.005, delta + 0.005], "p_adjusted": 0.01}
+                           "delta_ci": [delta - 0.005, delta + 0.005], "p_adjusted": 0.01}
     return {"paper_costs": costs, "variants": variants}
 
 

@@ -51,7 +51,8 @@ from archlab.experiments import resnet_variants as rv
 from archlab.experiments.base import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context, Experiment,
                                       Figure, Outcome)
 from archlab.experiments.training import step_curve
-from archlab.experiments.variants import compare_variants, cost_accuracy_figure, variant_table
+from archlab.experiments.variants import (as_numbers, compare_variants, cost_accuracy_figure,
+                                          delta_text, variant_table)
 
 BASELINE, EQUAL, CARDINAL, WIDER, DEEPER = "resnet", "resnext", "resnext-2x", "wider", "deeper"
 TOLERANCE = 0.05                # "equal cost": MACs within 5%
@@ -146,14 +147,14 @@ def protocol(scale: str, seeds: Sequence[int],
 
 
 def decide(numbers: dict[str, Any]) -> tuple[str, str]:
-    """From the paired tests at twice the cost ({"at_2x": {"wider": {outcome, delta, ci,
+    """From the paired tests at twice the cost ({"at_2x": {"wider": {outcome, delta, delta_ci,
     p_adjusted}, "deeper": ...}}, each the ResNeXt's rival minus the ResNeXt): the verdict
     on "more groups beat more width and more depth at equal cost"."""
     rivals = numbers["at_2x"]
-    words = "; ".join(f"{k} minus {CARDINAL}: {rv.difference_words(v)} ({_said(v)})"
+    words = "; ".join(f"{k} minus {CARDINAL}: {delta_text(v)} ({_said(v)})"
                       for k, v in rivals.items())
     if "equal" in numbers:
-        words += f"; at equal cost, {EQUAL} minus {BASELINE}: " + rv.difference_words(
+        words += f"; at equal cost, {EQUAL} minus {BASELINE}: " + delta_text(
             numbers["equal"])
     beaten = [k for k, v in rivals.items() if v["outcome"] == "worse"]
     winners = [k for k, v in rivals.items() if v["outcome"] == "better"]
@@ -187,18 +188,18 @@ class Cardinality(Experiment):
             self.name, SETTINGS, lambda scale, seeds: protocol(scale, seeds, configs), ctx,
             BASELINE)
         # Table 4: the ResNeXt is the baseline of the two rivals at its cost.
-        at_2x = rv.variant_numbers(compare_variants(
+        at_2x = as_numbers(compare_variants(
             {k: runs[k] for k in (CARDINAL, WIDER, DEEPER)}, CARDINAL))
-        numbers = {"variants": rv.variant_numbers(variants),
+        numbers = {"variants": as_numbers(variants),
                    "at_2x": {k: at_2x[k] for k in (WIDER, DEEPER)},
-                   "equal": rv.variant_numbers(variants)[EQUAL],
+                   "equal": as_numbers(variants)[EQUAL],
                    "configs": configs}
         verdict, because = decide(numbers)
         headers, rows = variant_table(variants, {k: c["name"] for k, c in configs.items()})
         headers += [f"MACs / {CARDINAL}'s", f"minus {CARDINAL}, points [95%], p (Holm)"]
         for row, label in zip(rows, variants):
             row.append(f"{configs[label]['macs'] / configs[CARDINAL]['macs']:.3f}")
-            row.append(rv.difference_words(at_2x[label]) if label in (WIDER, DEEPER)
+            row.append(delta_text(at_2x[label]) if label in (WIDER, DEEPER)
                        else "-")
         paper = {EQUAL: PAPER_TABLE3[0] - PAPER_TABLE3[1],
                  **{k: PAPER_TABLE4[BASELINE] - e for k, e in PAPER_TABLE4.items()

@@ -122,29 +122,6 @@ def train_variants(name: str, settings: Mapping[str, Mapping[str, Any]],
     return compare_variants(runs, baseline), runs
 
 
-def variant_numbers(variants: Mapping[str, Variant]) -> dict[str, dict[str, Any]]:
-    """What a verdict reads of each variant, as JSON: its cost, its top-1 per seed with the
-    interval of their mean, and against the baseline its difference in points (with the
-    paired bootstrap interval), Holm-adjusted p-value and outcome."""
-    out = {}
-    for label, v in variants.items():
-        d = v.vs_baseline
-        out[label] = {"params": v.params, "macs": v.macs, "throughput": v.throughput,
-                      "top1": list(v.top1), "interval": [v.interval.low, v.interval.high],
-                      "outcome": v.outcome}
-        if d is not None:
-            out[label].update(delta=d.delta, ci=[d.ci.low, d.ci.high],
-                              p_adjusted=d.p_adjusted)
-    return out
-
-
-def difference_words(numbers: Mapping[str, Any]) -> str:
-    """'+0.41 points [-0.10, +0.93], p = 0.21' for one variant of `variant_numbers`."""
-    low, high = numbers["ci"]
-    return (f"{100 * numbers['delta']:+.2f} points [{100 * low:+.2f}, {100 * high:+.2f}], "
-            f"p = {numbers['p_adjusted']:.2g}")
-
-
 def paper_beside_ours(paper: Mapping[str, float], numbers: Mapping[str, Mapping[str, Any]],
                       names: Mapping[str, str], title: str, prefix: str,
                       paper_label: str = "paper (ImageNet)") -> str:
@@ -153,7 +130,7 @@ def paper_beside_ours(paper: Mapping[str, float], numbers: Mapping[str, Mapping[
     its paired bootstrap interval), one row per variant of `numbers` but the baseline."""
     from archlab._plot import figure, to_svg
 
-    labels = [k for k, v in numbers.items() if "delta" in v]
+    labels = [k for k, v in numbers.items() if v.get("delta") is not None]
     fig = figure(6.5, 0.5 + 0.45 * len(labels), layout="constrained")
     ax = fig.subplots()
     ys = list(range(len(labels)))[::-1]
@@ -161,7 +138,7 @@ def paper_beside_ours(paper: Mapping[str, float], numbers: Mapping[str, Mapping[
         if label in paper:
             ax.barh(y + 0.18, paper[label], height=0.32, color="tab:grey", alpha=0.6,
                     label=paper_label if y == ys[0] else None)
-        d, (low, high) = 100 * numbers[label]["delta"], numbers[label]["ci"]
+        d, (low, high) = 100 * numbers[label]["delta"], numbers[label]["delta_ci"]
         ax.errorbar([d], [y - 0.18], xerr=[[d - 100 * low], [100 * high - d]], fmt="o",
                     color="tab:blue", capsize=3, label="ours (95% interval)"
                     if y == ys[0] else None)
@@ -179,5 +156,5 @@ def built(setting: Mapping[str, Any], flags: Mapping[str, Any]):
                         **{**setting["net"], **flags})
 
 
-__all__ = ["MODEL", "RECIPE", "built", "difference_words", "net_costs", "paper_beside_ours",
-           "paper_costs", "protocol", "settings", "train_variants", "variant_numbers"]
+__all__ = ["MODEL", "RECIPE", "built", "net_costs", "paper_beside_ours",
+           "paper_costs", "protocol", "settings", "train_variants"]

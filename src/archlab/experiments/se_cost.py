@@ -53,7 +53,8 @@ from archlab._text import human
 from archlab.experiments import resnet_variants as rv
 from archlab.experiments.base import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context, Experiment,
                                       Figure, Outcome)
-from archlab.experiments.variants import cost_accuracy_figure, variant_table
+from archlab.experiments.variants import (as_numbers, cost_accuracy_figure, delta_text,
+                                          variant_table)
 from archlab.models import create_model
 from archlab.models.layers import SqueezeExcite
 
@@ -109,7 +110,7 @@ def costs_at_224() -> dict[str, dict[str, int]]:
 def decide(numbers: dict[str, Any]) -> tuple[str, str]:
     """From the costs at 224 px ({"costs": {"resnet50": {params, macs, elementwise},
     "se-resnet50": ...}}) and the paired test at this scale ({"variants": {"se-resnet":
-    {outcome, delta, ci, p_adjusted}}}): the verdict on "SE improves accuracy for under 1%
+    {outcome, delta, delta_ci, p_adjusted}}}): the verdict on "SE improves accuracy for under 1%
     more compute"."""
     base, se = numbers["costs"]["resnet50"], numbers["costs"]["se-resnet50"]
     limit = numbers.get("cost_limit", COST_LIMIT)
@@ -122,7 +123,7 @@ def decide(numbers: dict[str, Any]) -> tuple[str, str]:
              f"the MACs the counter sees; the paper: {paper:.4f}x) and {params:.3f}x its "
              "parameters")
     v = numbers["variants"][SE]
-    words += f"; at this scale SE is {v['outcome']} ({rv.difference_words(v)})"
+    words += f"; at this scale SE is {v['outcome']} ({delta_text(v)})"
     if total >= limit:
         return DOES_NOT_HOLD, words + f": more than {limit:g}x the compute"
     if v["outcome"] == "better":
@@ -145,7 +146,7 @@ class SECost(Experiment):
     def run(self, ctx: Context) -> Outcome:
         t0 = time.perf_counter()
         variants, _ = rv.train_variants(self.name, SETTINGS, protocol, ctx, BASELINE)
-        numbers = {"variants": rv.variant_numbers(variants), "costs": costs_at_224(),
+        numbers = {"variants": as_numbers(variants), "costs": costs_at_224(),
                    "cost_limit": COST_LIMIT}
         verdict, because = decide(numbers)
         headers, rows = variant_table(variants, NAMES)

@@ -58,7 +58,8 @@ from archlab._text import human
 from archlab.experiments import resnet_variants as rv
 from archlab.experiments.base import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context, Experiment,
                                       Figure, Outcome)
-from archlab.experiments.variants import cost_accuracy_figure, variant_table
+from archlab.experiments.variants import (as_numbers, cost_accuracy_figure, delta_text,
+                                          variant_table)
 
 BASELINE = "resnet"
 FULL = "resnet-d"               # all three tweaks: the paper's last row
@@ -109,7 +110,7 @@ def exercised(setting: dict[str, Any]) -> dict[str, int]:
 
 def decide(numbers: dict[str, Any]) -> tuple[str, str]:
     """From the costs at 224 px ({"paper_costs": {label: {params, macs}}}) and the paired
-    tests against the original ({"variants": {label: {outcome, delta, ci, p_adjusted}}}):
+    tests against the original ({"variants": {label: {outcome, delta, delta_ci, p_adjusted}}}):
     the verdict on "the tweaks improve accuracy at little cost"."""
     costs, variants = numbers["paper_costs"], numbers["variants"]
     limit = numbers.get("cost_limit", COST_LIMIT)
@@ -119,8 +120,8 @@ def decide(numbers: dict[str, Any]) -> tuple[str, str]:
     cost_words = "at 224 px " + ", ".join(f"{k} costs {m:.3f}x the MACs and {p:.3f}x the "
                                           "parameters" for k, (m, p) in ratio.items())
     costly = [k for k, (m, p) in ratio.items() if max(m, p) > limit]
-    tests = "; ".join(f"{k}: {v['outcome']} ({rv.difference_words(v)})"
-                      for k, v in variants.items() if "delta" in v)
+    tests = "; ".join(f"{k}: {v['outcome']} ({delta_text(v)})"
+                      for k, v in variants.items() if v.get("delta") is not None)
     words = f"{cost_words}; against the original at this scale, {tests}"
     if costly:
         return DOES_NOT_HOLD, words + f": {', '.join(costly)} cost more than {limit:g}x"
@@ -147,7 +148,7 @@ class Tricks(Experiment):
         t0 = time.perf_counter()
         setting = SETTINGS[ctx.scale]
         variants, _ = rv.train_variants(self.name, SETTINGS, protocol, ctx, BASELINE)
-        numbers = {"variants": rv.variant_numbers(variants), "cost_limit": COST_LIMIT,
+        numbers = {"variants": as_numbers(variants), "cost_limit": COST_LIMIT,
                    "paper_costs": rv.paper_costs({k: (name, {}) for k, (_, name)
                                                   in VARIANTS.items() if k in PAPER}),
                    "exercised": exercised(setting)}

@@ -114,7 +114,8 @@ def as_numbers(variants: Mapping[str, Variant]) -> dict[str, dict]:
     for v in variants.values():
         d = v.vs_baseline
         out[v.label] = {
-            "params": v.params, "macs": v.macs, "top1": list(v.top1),
+            "params": v.params, "macs": v.macs, "throughput": v.throughput,
+            "top1": list(v.top1),
             "interval": [v.interval.low, v.interval.high], "outcome": v.outcome,
             "delta": None if d is None else d.delta,
             "delta_ci": None if d is None else [d.ci.low, d.ci.high],
