@@ -19,15 +19,16 @@ from archlab.experiments.relu_vs_tanh import ReluVsTanh
 from archlab.experiments.se_cost import SECost
 from archlab.experiments.separable import Separable
 from archlab.experiments.shortcuts import Shortcuts
+from archlab.experiments.swish_vs_relu import SwishVsRelu
 from archlab.experiments.tricks import Tricks
 
 # In the order of the course: what a convolution is, then the architectures' arguments as
 # the architectures came (AlexNet, VGG, GoogLeNet, ResNet and its repairs, SENet, ResNeXt,
-# MobileNet, EfficientNet).
+# MobileNet, EfficientNet and its Swish).
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     ConvMechanics(), ReluVsTanh(), ReceptiveField(), InceptionReduction(), Degradation(),
     Shortcuts(), Tricks(), SECost(), Cardinality(), Separable(), ReluLowDim(),
-    CompoundScaling())}
+    CompoundScaling(), SwishVsRelu())}
 
 
 def list_experiments() -> list[Experiment]:
