@@ -159,10 +159,12 @@ def tiny_resnet_setting(setting: dict) -> dict:
             "jobs": 1}
 
 
-def run_experiment_twice(name: str, decide, tmp_path: Path):
-    """Run an experiment at quick scale into `tmp_path`, check its page and verdict.json
-    (the verdict is `decide` of the recorded numbers), run it again and check that the
-    study resumed to the same numbers; the outcome and the record."""
+def run_experiment_twice(name: str, decide, tmp_path: Path, figures: int = 1,
+                         page_shows: tuple[str, ...] = ()):
+    """Run an experiment at quick scale into `tmp_path`, check its page (at least `figures`
+    plots, the verdict, each of `page_shows`) and verdict.json (the verdict is `decide` of
+    the recorded numbers), run it again and check that the study resumed to the same
+    numbers; the outcome and the record."""
     import json
 
     from archlab.experiments import Context, run_experiment
@@ -174,7 +176,8 @@ def run_experiment_twice(name: str, decide, tmp_path: Path):
     assert record["verdict"] == outcome.verdict
     assert decide(record["numbers"])[0] == record["verdict"]
     html = (out / "index.html").read_text()
-    assert "<svg" in html and record["verdict"] in html
+    assert html.count("<svg") >= figures and record["verdict"] in html
+    assert all(text in html for text in page_shows)
     assert (out / "study" / "study.db").exists()
     assert run_experiment(name, ctx).numbers == outcome.numbers
     return outcome, record

@@ -2,14 +2,13 @@
 verdict that follows the numbers both ways, and the experiment end to end on the digits."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from archlab.analysis import profile
-from archlab.experiments import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context, run_experiment
+from archlab.experiments import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 from archlab.experiments import compound_scaling as cs
 from archlab.study import parse_protocol
+from study_fixtures import run_experiment_twice
 
 
 def test_the_custom_phi_is_costed_at_its_own_resolution():
@@ -101,14 +100,5 @@ def test_compound_scaling_runs_as_a_study_and_writes_its_page(tmp_path, monkeypa
     # search costs nothing here: the real count is checked above.
     monkeypatch.setattr(cs, "quick_macs", lambda width, depth, side: round(
         1e6 * depth * width ** 2 * side ** 2))
-    ctx = Context(out_dir=tmp_path, verbose=False)
-    outcome = run_experiment("compound-scaling", ctx)
-    out = tmp_path / "compound-scaling"
-    record = json.loads((out / "verdict.json").read_text())
-    assert record["verdict"] == outcome.verdict
-    assert cs.decide(record["numbers"])[0] == record["verdict"]
+    _, record = run_experiment_twice("compound-scaling", cs.decide, tmp_path, figures=2)
     assert record["numbers"]["configs"]["compound"]["side"] == 14
-    html = (out / "index.html").read_text()
-    assert html.count("<svg") >= 2 and record["verdict"] in html
-    again = run_experiment("compound-scaling", ctx)
-    assert again.numbers == outcome.numbers

@@ -2,14 +2,12 @@
 both ways, and the experiment run end to end as a tiny study on the digits."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from archlab.experiments import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context,
-                                 run_experiment)
+from archlab.experiments import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 from archlab.experiments import degradation
 from archlab.study import parse_protocol
+from study_fixtures import run_experiment_twice
 
 
 def numbers(plain20, plain56, resnet20, resnet56):
@@ -69,16 +67,7 @@ def test_degradation_runs_as_a_study_and_writes_its_page(tmp_path, monkeypatch):
         "recipe": {"epochs": 1, "batch_size": 64, "lr": 0.05, "milestones": [0.5, 0.75],
                    "curve_every": 2},
         "augment": "none", "seeds": 2, "jobs": 1})
-    ctx = Context(out_dir=tmp_path, verbose=False)
-    outcome = run_experiment("degradation", ctx)
-    out = tmp_path / "degradation"
-    record = json.loads((out / "verdict.json").read_text())
-    assert record["verdict"] == outcome.verdict
-    assert degradation.decide(record["numbers"])[0] == record["verdict"]
+    _, record = run_experiment_twice("degradation", degradation.decide, tmp_path, figures=2)
     assert record["numbers"]["seeds"] == [0, 1]
     assert len(record["numbers"]["final_train_error"]["plain56"]) == 2
     assert all(v is not None for v in record["numbers"]["final_val_error"]["resnet56"])
-    html = (out / "index.html").read_text()
-    assert html.count("<svg") >= 2 and record["verdict"] in html
-    again = run_experiment("degradation", ctx)
-    assert again.numbers == outcome.numbers

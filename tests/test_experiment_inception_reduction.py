@@ -4,13 +4,13 @@ the experiment runs end to end as a tiny study on the digits."""
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 
-from archlab.experiments import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context, run_experiment
+from archlab.experiments import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 from archlab.experiments import inception_reduction as ir
 from archlab.models.inception import GOOGLENET_TABLE
+from study_fixtures import run_experiment_twice
 
 
 @pytest.mark.parametrize("reduce", [True, False])
@@ -80,19 +80,10 @@ def test_inception_reduction_runs_as_a_study_and_writes_its_page(tmp_path, monke
         "data": {"dataset": "digits", "image_size": 16, "val_fraction": 0.1},
         "recipe": {"epochs": 1, "batch_size": 32}, "image": (1, 16), "width": 0.125,
         "seeds": 1, "jobs": 1})
-    ctx = Context(out_dir=tmp_path, verbose=False)
-    outcome = run_experiment("inception-reduction", ctx)
-    out = tmp_path / "inception-reduction"
-    record = json.loads((out / "verdict.json").read_text())
-    assert record["verdict"] == outcome.verdict
-    assert ir.decide(record["numbers"])[0] == record["verdict"]
+    _, record = run_experiment_twice("inception-reduction", ir.decide, tmp_path, figures=2)
     acc = record["numbers"]["accuracy"]
     assert set(acc) == {ir.REDUCED, ir.NAIVE, ir.NARROW}
     assert acc[ir.NARROW]["macs"] <= acc[ir.REDUCED]["macs"] < acc[ir.NAIVE]["macs"]
-    html = (out / "index.html").read_text()
-    assert html.count("<svg") >= 2 and record["verdict"] in html
-    again = run_experiment("inception-reduction", ctx)
-    assert again.numbers == outcome.numbers
 
 
 def test_the_full_protocol_parses():

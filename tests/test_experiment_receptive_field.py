@@ -3,13 +3,12 @@ formulas, the verdict follows the numbers both ways, and the experiment runs end
 tiny study on the digits."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
-from archlab.experiments import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context, run_experiment
+from archlab.experiments import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 from archlab.experiments import receptive_field as rf
+from study_fixtures import run_experiment_twice
 
 
 @pytest.mark.parametrize("layers", [2, 3])
@@ -72,18 +71,9 @@ def test_receptive_field_runs_as_a_study_and_writes_its_page(tmp_path, monkeypat
         "recipe": {"epochs": 1, "batch_size": 32},
         "model": {"width": 0.125, "fc_dim": 32, "drop_rate": 0.0},
         "seeds": 1, "jobs": 1, "draws": 2})
-    ctx = Context(out_dir=tmp_path, verbose=False)
-    outcome = run_experiment("receptive-field", ctx)
-    out = tmp_path / "receptive-field"
-    record = json.loads((out / "verdict.json").read_text())
-    assert record["verdict"] == outcome.verdict
-    assert rf.decide(record["numbers"])[0] == record["verdict"]
+    _, record = run_experiment_twice("receptive-field", rf.decide, tmp_path, figures=3)
     assert [r["rf_measured_stack"] for r in record["numbers"]["fields"]] == [5, 7]
     assert set(record["numbers"]["accuracy"]) == {"B", "D"}
-    html = (out / "index.html").read_text()
-    assert html.count("<svg") >= 3 and record["verdict"] in html
-    again = run_experiment("receptive-field", ctx)
-    assert again.numbers == outcome.numbers
 
 
 def test_the_full_protocol_parses():

@@ -2,12 +2,10 @@
 numbers both ways, and the experiment run end to end as a tiny study on the digits."""
 from __future__ import annotations
 
-import json
-
-from archlab.experiments import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context,
-                                 list_experiments, run_experiment)
+from archlab.experiments import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, list_experiments
 from archlab.experiments import relu_vs_tanh
 from archlab.experiments.training import steps_to_reach
+from study_fixtures import run_experiment_twice
 
 
 def numbers(relu, tanh, budget=1000):
@@ -65,16 +63,7 @@ def test_relu_vs_tanh_runs_as_a_study_and_writes_its_page(tmp_path, monkeypatch)
     monkeypatch.setitem(relu_vs_tanh.SETTINGS, "quick", {
         "data": {"dataset": "digits", "image_size": 16, "val_fraction": 0.1},
         "recipe": {"epochs": 1, "batch_size": 32}, "seeds": 2, "jobs": 1, "threshold": 0.5})
-    ctx = Context(out_dir=tmp_path, verbose=False)
-    outcome = run_experiment("relu-vs-tanh", ctx)
-    out = tmp_path / "relu-vs-tanh"
-    record = json.loads((out / "verdict.json").read_text())
-    assert record["verdict"] == outcome.verdict
-    assert relu_vs_tanh.decide(record["numbers"])[0] == record["verdict"]
+    # Its page, and a second run that resumes the study: nothing trained twice, the same
+    # numbers back.
+    _, record = run_experiment_twice("relu-vs-tanh", relu_vs_tanh.decide, tmp_path)
     assert record["numbers"]["seeds"] == [0, 1] and len(record["numbers"]["tanh"]) == 2
-    html = (out / "index.html").read_text()
-    assert "<svg" in html and record["verdict"] in html
-    assert (out / "study" / "study.db").exists()
-    # Run again: the study resumes, nothing is trained twice, the same numbers come back.
-    again = run_experiment("relu-vs-tanh", ctx)
-    assert again.numbers == outcome.numbers

@@ -2,14 +2,13 @@
 that follows the numbers both ways, and the experiment run end to end on the digits."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from archlab.analysis import profile
-from archlab.experiments import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context, run_experiment
+from archlab.experiments import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 from archlab.experiments import separable
 from archlab.study import parse_protocol
+from study_fixtures import run_experiment_twice
 
 
 def test_counted_convolutions_equal_the_formula_exactly():
@@ -109,16 +108,7 @@ def test_separable_runs_as_a_study_and_writes_its_page(tmp_path, monkeypatch):
         "recipe": {"epochs": 1, "batch_size": 32}, "seeds": 1, "jobs": 1})
     # Fewer convolutions to count: the grid's size is not what this test checks.
     monkeypatch.setattr(separable, "CHANNELS", (8, 64, 1024))
-    ctx = Context(out_dir=tmp_path, verbose=False)
-    outcome = run_experiment("separable", ctx)
-    out = tmp_path / "separable"
-    record = json.loads((out / "verdict.json").read_text())
-    assert record["verdict"] == outcome.verdict
-    assert separable.decide(record["numbers"])[0] == record["verdict"]
+    _, record = run_experiment_twice("separable", separable.decide, tmp_path, figures=3)
     # ρ = 192/224, 160/224, 128/224 of the 16 px base.
     assert {k: v for k, v in record["numbers"]["sizes"].items() if k[:3] == "rho"} == {
         "rho14": 14, "rho11": 11, "rho9": 9}
-    html = (out / "index.html").read_text()
-    assert html.count("<svg") >= 3 and record["verdict"] in html
-    again = run_experiment("separable", ctx)
-    assert again.numbers == outcome.numbers

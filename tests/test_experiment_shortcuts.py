@@ -2,13 +2,11 @@
 picks each unit by name, and the experiment runs end to end as a tiny study."""
 from __future__ import annotations
 
-import json
-
-from archlab.experiments import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context,
-                                 run_experiment)
+from archlab.experiments import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 from archlab.experiments import shortcuts
 from archlab.models.resnet import UNITS
 from archlab.study import parse_protocol
+from study_fixtures import run_experiment_twice
 
 
 def numbers(b, c, d, e):
@@ -50,16 +48,7 @@ def test_shortcuts_runs_as_a_study_and_writes_its_page(tmp_path, monkeypatch):
         "recipe": {"epochs": 1, "batch_size": 64, "lr": 0.05, "milestones": [0.5, 0.75],
                    "curve_every": 2},
         "augment": "none", "seeds": 2, "jobs": 1})
-    ctx = Context(out_dir=tmp_path, verbose=False)
-    outcome = run_experiment("shortcuts", ctx)
-    out = tmp_path / "shortcuts"
-    record = json.loads((out / "verdict.json").read_text())
-    assert record["verdict"] == outcome.verdict
-    assert shortcuts.decide(record["numbers"])[0] == record["verdict"]
+    _, record = run_experiment_twice("shortcuts", shortcuts.decide, tmp_path, figures=2, page_shows=('6.37',))
     assert record["numbers"]["outcome"]["a"] == "baseline"
     assert set(record["numbers"]["outcome"]) == set("abcde")
     assert all(len(v) == 2 for v in record["numbers"]["top1"].values())
-    html = (out / "index.html").read_text()
-    assert html.count("<svg") >= 2 and record["verdict"] in html and "6.37" in html
-    again = run_experiment("shortcuts", ctx)
-    assert again.numbers == outcome.numbers
