@@ -7,17 +7,12 @@ import base64
 import csv
 import io
 import json
-import shutil
-import subprocess
-import tempfile
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 import torch
 
-from study_fixtures import tiny_protocol, wait_for  # noqa: F401
+from browser import open_page
+from study_fixtures import tiny_protocol
 
 from archlab.study import compare, report
 
@@ -78,107 +73,13 @@ def test_report_is_self_contained(study):
     assert "McNemar" in html and "Holm" in html
 
 
-# --------------------------------------------------------------------------------------
-# Headless Chromium over the DevTools protocol
-# --------------------------------------------------------------------------------------
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip("no Chromium (apt-get install chromium)")
-
-
-class Browser:
-    """Headless Chromium on loopback, one page, spoken to with DevTools commands."""
-
-    def __init__(self, profile: Path) -> None:
-        websocket = pytest.importorskip("websocket", reason="pip install websocket-client")
-        self.proc = subprocess.Popen(
-            [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu",
-             "--no-first-run", "--no-default-browser-check", "--disable-extensions",
-             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-             f"--user-data-dir={profile}", "--window-size=1280,900", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        port_file = profile / "DevToolsActivePort"
-        port = wait_for(lambda: port_file.is_file() and port_file.read_text().split("\n")[0],
-                        timeout=60)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
-            pages = [t for t in json.load(r) if t["type"] == "page"]
-        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=60,
-                                              suppress_origin=True)
-        self.next_id = 0
-        self.events: list[dict] = []
-
-    def send(self, method: str, **params):
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-            self.events.append(msg)
-
-    def wait_event(self, method: str, timeout: float = 60.0) -> dict:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for i, e in enumerate(self.events):
-                if e.get("method") == method:
-                    return self.events.pop(i)
-            self.events.append(json.loads(self.ws.recv()))
-        raise TimeoutError(method)
-
-    def evaluate(self, expression: str):
-        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(result["exceptionDetails"])
-        return result["result"].get("value")
-
-    def close(self) -> None:
-        try:
-            self.ws.close()
-        finally:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 def test_report_opens_in_chromium_with_every_plot_drawn(study, tmp_path):
-    profile = Path(tempfile.mkdtemp(prefix="archlab-chromium-"))
-    browser = Browser(profile)
-    try:
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            browser.send(f"{domain}.enable")
-        browser.send("Page.navigate", url=(study / "report.html").resolve().as_uri())
-        browser.wait_event("Page.loadEventFired")
-        problems = []
-        requests = []
-        for e in browser.events:
-            method, p = e.get("method"), e.get("params", {})
-            if method == "Runtime.exceptionThrown":
-                problems.append(p["exceptionDetails"].get("text"))
-            elif method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                problems.append(json.dumps(p.get("args")))
-            elif method == "Log.entryAdded" and p["entry"]["level"] == "error":
-                problems.append(p["entry"]["text"])
-            elif method == "Network.requestWillBeSent":
-                requests.append(p["request"]["url"])
+    with open_page(study / "report.html") as (browser, problems, requests):
         assert problems == [], problems
         # The page itself is the only request: no fonts, scripts or images from anywhere.
         assert all(u.startswith(("file:", "data:")) for u in requests), requests
 
-        drawn = browser.evaluate("""JSON.stringify([...document.querySelectorAll('figure.plot')]
-            .map(f => { const s = f.querySelector('svg'); const b = s && s.getBoundingClientRect();
-              return {id: f.id, empty: f.classList.contains('empty'),
-                      width: b ? b.width : 0, height: b ? b.height : 0,
-                      marks: s ? s.querySelectorAll('path, use, rect, image').length : 0}; }))""")
-        figures = {f["id"]: f for f in json.loads(drawn)}
+        figures = browser.drawn_figures()
         assert set(PLOTS) <= set(figures), sorted(figures)
         for plot in PLOTS:
             f = figures[plot]
@@ -216,6 +117,3 @@ def test_report_opens_in_chromium_with_every_plot_drawn(study, tmp_path):
         out = tmp_path / "report.png"
         out.write_bytes(png)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
-    finally:
-        browser.close()
-        shutil.rmtree(profile, ignore_errors=True)

@@ -28,7 +28,8 @@ def cmd_experiment(args) -> int:
     `archlab experiment list` shows every experiment with its claim, its source and the
     paper's number; `archlab experiment NAME` runs one and writes its page (the claim, the
     paper's figure beside ours, the table, the plots, the verdict) under --out;
-    `archlab experiment all` runs every one and an index page gathers them."""
+    `archlab experiment all` runs every one, resuming what is done, and writes one page,
+    "The course, reproduced" (<out>/index.html), that gathers them."""
     if args.name == "list":
         rows = [(e.name, e.source, e.paper) for e in list_experiments()]
         print(format_table(rows, ("experiment", "source", "the paper's number"), "lll"))

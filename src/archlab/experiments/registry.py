@@ -12,7 +12,7 @@ from archlab.experiments.compound_scaling import CompoundScaling
 from archlab.experiments.conv_mechanics import ConvMechanics
 from archlab.experiments.degradation import Degradation
 from archlab.experiments.inception_reduction import InceptionReduction
-from archlab.experiments.page import write_page
+from archlab.experiments.page import measured_seconds, write_course, write_page
 from archlab.experiments.receptive_field import ReceptiveField
 from archlab.experiments.relu_low_dim import ReluLowDim
 from archlab.experiments.relu_vs_tanh import ReluVsTanh
@@ -22,13 +22,24 @@ from archlab.experiments.shortcuts import Shortcuts
 from archlab.experiments.swish_vs_relu import SwishVsRelu
 from archlab.experiments.tricks import Tricks
 
-# In the order of the course: what a convolution is, then the architectures' arguments as
-# the architectures came (AlexNet, VGG, GoogLeNet, ResNet and its repairs, SENet, ResNeXt,
-# MobileNet, EfficientNet and its Swish).
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    ConvMechanics(), ReluVsTanh(), ReceptiveField(), InceptionReduction(), Degradation(),
-    Shortcuts(), Tricks(), SECost(), Cardinality(), Separable(), ReluLowDim(),
-    CompoundScaling(), SwishVsRelu())}
+# In the order of the course. Part 1 (issue #16): what a convolution is, then the
+# architectures' arguments as the architectures came (AlexNet, VGG, GoogLeNet, ResNet and its
+# repairs, SENet, ResNeXt, MobileNet, EfficientNet). Part 2: how networks are trained.
+PARTS: dict[str, tuple[Experiment, ...]] = {
+    "The architectures": (
+        ConvMechanics(), ReluVsTanh(), ReceptiveField(), InceptionReduction(), Degradation(),
+        Shortcuts(), Tricks(), SECost(), Cardinality(), Separable(), ReluLowDim(),
+        CompoundScaling()),
+    "How they are trained": (
+        SwishVsRelu(),),
+}
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for part in PARTS.values() for e in part}
+
+
+def part_of(name: str) -> str:
+    """The part of the course an experiment belongs to."""
+    return next(part for part, members in PARTS.items()
+                if any(e.name == name for e in members))
 
 
 def list_experiments() -> list[Experiment]:
@@ -54,6 +65,7 @@ def run_experiment(name: str, ctx: Context | None = None) -> Outcome:
     outcome = experiment.run(ctx)
     if outcome.seconds is None:
         outcome.seconds = time.perf_counter() - t0
+    outcome.seconds = measured_seconds(experiment, outcome, ctx)
     page = write_page(experiment, outcome, ctx)
     ctx.say(f"  {outcome.verdict}: {outcome.because}")
     ctx.say(f"  page: {page}")
@@ -62,13 +74,14 @@ def run_experiment(name: str, ctx: Context | None = None) -> Outcome:
 
 def run_all(ctx: Context | None = None, names: Iterable[str] | None = None
             ) -> dict[str, Outcome]:
-    """Every experiment (or `names`), one after another; an index page gathers them."""
-    from archlab.experiments.page import write_index
-
+    """Every experiment (or `names`), one after another, each resuming what is done; one
+    page, "The course, reproduced" (`<out>/index.html`), gathers them."""
     ctx = ctx or Context()
     outcomes = {n: run_experiment(n, ctx) for n in (names or EXPERIMENTS)}
-    write_index([(EXPERIMENTS[n], o) for n, o in outcomes.items()], ctx)
+    page = write_course([(part_of(n), EXPERIMENTS[n], o) for n, o in outcomes.items()], ctx)
+    ctx.say(f"the course, reproduced: {page}")
     return outcomes
 
 
-__all__ = ["EXPERIMENTS", "get_experiment", "list_experiments", "run_all", "run_experiment"]
+__all__ = ["EXPERIMENTS", "PARTS", "get_experiment", "list_experiments", "part_of", "run_all",
+           "run_experiment"]
