@@ -27,10 +27,10 @@ demo: setup
 	$(BIN)/archlab compare
 
 # The layers and the absence of import circles first (pyproject.toml's import-linter
-# contracts), then the tests.
+# contracts), then the tests, a test file per core (pytest-xdist).
 test: setup-test
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
