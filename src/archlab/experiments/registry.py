@@ -7,6 +7,7 @@ import time
 from typing import Iterable
 
 from archlab.experiments.base import Context, Experiment, Outcome
+from archlab.experiments.batch_size import BatchSize
 from archlab.experiments.cardinality import Cardinality
 from archlab.experiments.compound_scaling import CompoundScaling
 from archlab.experiments.conv_mechanics import ConvMechanics
@@ -32,7 +33,7 @@ PARTS: dict[str, tuple[Experiment, ...]] = {
         Shortcuts(), Tricks(), SECost(), Cardinality(), Separable(), ReluLowDim(),
         CompoundScaling()),
     "How they are trained": (
-        SwishVsRelu(), DataEfficiency()),
+        SwishVsRelu(), DataEfficiency(), BatchSize()),
 }
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for part in PARTS.values() for e in part}
 
