@@ -4,24 +4,24 @@ use minibatches larger than 32", after Yann LeCun).
 
 A minibatch of B images gives a noisy estimate of the gradient; a larger B gives a less
 noisy one, and on a GPU costs about the same time per step, so it is tempting to make B as
-large as memory allows and raise the learning rate with it (Goyal et al.'s linear scaling
-rule, η = B·η̃ for a base rate η̃ per image). Masters and Luschi trained ResNets on CIFAR-10,
-CIFAR-100 and ImageNet for a fixed number of epochs, with the learning rate scaled linearly
-with B, and swept B from 2 into the thousands: "the best performance has been consistently obtained for
-mini-batch sizes between m = 2 and m = 32", and the range of base rates that train stably
-shrinks as B grows (Goyal et al.'s ImageNet in one hour, 1706.02677, needed a warm-up for
-large batches for that reason). With equal epochs a large batch also makes fewer updates: the gradient's
-noise, which the authors credit with finding flatter and better minima, and the number of
-steps both favour the small batch.
+large as memory allows and raise the learning rate with it (the linear scaling rule of
+Goyal et al., 1706.02677: η = B·η̃ for a base rate η̃ per image). Masters and Luschi trained
+ResNets on CIFAR-10, CIFAR-100 and ImageNet for a fixed number of epochs, with the learning
+rate scaled linearly with B, and swept B from 2 into the thousands: "the best performance
+has been consistently obtained for mini-batch sizes between m = 2 and m = 32", and the range
+of base rates that train stably shrinks as B grows. Their explanation: B small steps each
+use a gradient computed where the weights are now, while one large step sums B gradients
+all computed at its start, stale by the time they would matter; with equal epochs a large
+batch also makes B times fewer updates.
 
 Measured: one small ResNet (one block per stage, 16-32-64 channels, 16 px Fashion-MNIST)
 trained with B = 8, 32, 128 and 512 for the same epochs, the learning rate scaled linearly
 with B from one base rate (0.05 at B = 32, the rate the repository's short SGD recipes use),
 one-cycle SGD with its warm-up (which large batches need), several seeds. The test error of
-every batch size, with its interval, is plotted against B on a log axis, as the paper
-plots it, and every batch size is compared with the most accurate one of B ≤ 32 by
-the paired test of `variants.compare_variants` (McNemar's exact test over seeds and images
-and the paired bootstrap interval, Holm-adjusted over the batch sizes).
+every batch size, with its interval, is plotted against B on a log axis, and every batch
+size is compared with the most accurate one of B ≤ 32 by the paired test of
+`variants.compare_variants` (McNemar's exact test over seeds and images and the paired
+bootstrap interval, Holm-adjusted over the batch sizes).
 
 The verdict: the claim holds when no batch size above 32 is significantly more accurate than
 the best of B ≤ 32 and the largest batch is significantly worse than it; it does not hold
