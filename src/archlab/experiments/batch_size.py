@@ -9,10 +9,10 @@ Goyal et al., 1706.02677: η = B·η̃ for a base rate η̃ per image). Masters 
 ResNets on CIFAR-10, CIFAR-100 and ImageNet for a fixed number of epochs, with the learning
 rate scaled linearly with B, and swept B from 2 into the thousands: "the best performance
 has been consistently obtained for mini-batch sizes between m = 2 and m = 32", and the range
-of base rates that train stably shrinks as B grows. Their explanation: B small steps each
-use a gradient computed where the weights are now, while one large step sums B gradients
-all computed at its start, stale by the time they would matter; with equal epochs a large
-batch also makes B times fewer updates.
+of base rates that train stably shrinks as B grows. Their explanation: small steps each use
+a gradient computed where the weights are now, while one step of B images sums B gradients
+all computed where the weights were at its start; and with equal epochs a batch k times
+larger makes k times fewer updates.
 
 Measured: one small ResNet (one block per stage, 16-32-64 channels, 16 px Fashion-MNIST)
 trained with B = 8, 32, 128 and 512 for the same epochs, the learning rate scaled linearly
