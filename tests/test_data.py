@@ -130,6 +130,18 @@ def test_split_is_stratified_stable_and_nested():
     assert small <= set(val.tolist())
 
 
+def test_training_subsets_of_growing_fractions_are_nested_and_share_the_validation():
+    targets = torch.arange(3000) % 10
+    fractions = (0.05, 0.1, 0.25, 0.5, 1.0)
+    splits = [train_val_split(targets, 0.1, seed=2, train_fraction=f) for f in fractions]
+    vals = {tuple(v.tolist()) for _, v in splits}
+    assert len(vals) == 1                                  # one validation set for all
+    trains = [set(t.tolist()) for t, _ in splits]
+    assert [len(t) for t in trains] == [140, 270, 680, 1350, 2700]
+    assert all(small < big for small, big in zip(trains, trains[1:]))
+    assert not trains[-1] & set(splits[0][1].tolist())
+
+
 def test_train_fraction_is_stratified_and_disjoint_from_val():
     targets = torch.arange(2000) % 10
     train, val = train_val_split(targets, 0.1, seed=0, train_fraction=0.25)

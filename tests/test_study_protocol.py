@@ -124,7 +124,7 @@ def test_bad_values_are_named(tmp_path):
     msg = problem(tmp_path, GOOD + "budget: {run: ten minutes}\n")
     assert "is not a duration" in msg and "'10m'" in msg
     msg = problem(tmp_path, GOOD.replace("  epochs: 2", "  train_fraction: 0.5"))
-    assert "train_fraction belongs under data:" in msg
+    assert "train_fraction belongs under data:" in msg and "a model's own recipe" in msg
     msg = problem(tmp_path, GOOD.replace("  - sift-bovw", "  - lenet5"))
     assert "'lenet5' is listed twice" in msg
     text = GOOD + "jobs: 0\n"
@@ -214,3 +214,24 @@ def test_list_protocols_reads_every_preset():
     assert rows["quick-tour"]["models"] == len(quick.models)
     assert rows["quick-tour"]["description"] == " ".join(quick.description.split())
     assert rows["transfer-224"]["dataset"] is None      # the dataset comes from --data
+
+
+def test_a_model_may_train_on_its_own_share_of_the_training_pool(tmp_path):
+    """A data-efficiency study: the fraction per model is accepted, reaches the run's
+    recipe and its key; a model's own validation share or image size is still refused."""
+    text = GOOD.replace("    recipe: {lr: 0.1}", "    recipe: {lr: 0.1, train_fraction: 0.25}")
+    p = load_protocol(write(tmp_path, text))
+    base = load_protocol(write(tmp_path, GOOD, "base.yaml"))
+    assert p.recipe_for(p.entry("resnet-tiny"), 0).train_fraction == 0.25
+    assert p.recipe_for(p.entry("lenet5"), 0).train_fraction == 1.0
+    keys = {r.label: r.key for r in p.runs() if r.seed == 0}
+    base_keys = {r.label: r.key for r in base.runs() if r.seed == 0}
+    assert keys["resnet-tiny"] != base_keys["resnet-tiny"]
+    assert keys["lenet5"] == base_keys["lenet5"]      # the other runs are kept
+    for bad, expected in (("train_fraction: 1.5", "train_fraction is a fraction in (0, 1]"),
+                          ("train_fraction: 0", "train_fraction is a fraction in (0, 1]"),
+                          ("val_fraction: 0.2", "val_fraction belongs under data:"),
+                          ("image_size: 16", "image_size belongs under data:")):
+        text = GOOD.replace("    recipe: {lr: 0.1}", f"    recipe: {{lr: 0.1, {bad}}}")
+        msg = problem(tmp_path, text)
+        assert expected in msg and f"line {line_of(text, bad)}:" in msg, msg

@@ -117,3 +117,17 @@ def test_report_opens_in_chromium_with_every_plot_drawn(study, tmp_path):
         out = tmp_path / "report.png"
         out.write_bytes(png)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
+
+
+def test_the_page_gives_the_range_of_training_images_when_models_differ():
+    from types import SimpleNamespace
+
+    from archlab.study.page import _train_images
+
+    def runs(*counts):
+        return [SimpleNamespace(result={"train_images": n}) for n in counts]
+
+    assert _train_images(runs(1000, 1000)) == "1000"
+    # A data-efficiency study: each model trained on its own share of the pool.
+    assert _train_images(runs(50, 1000, 200)) == "50-1000 (each model its own share)"
+    assert _train_images([SimpleNamespace(result=None)]) == "?"

@@ -7,9 +7,11 @@ import time
 from typing import Iterable
 
 from archlab.experiments.base import Context, Experiment, Outcome
+from archlab.experiments.batch_size import BatchSize
 from archlab.experiments.cardinality import Cardinality
 from archlab.experiments.compound_scaling import CompoundScaling
 from archlab.experiments.conv_mechanics import ConvMechanics
+from archlab.experiments.data_efficiency import DataEfficiency
 from archlab.experiments.degradation import Degradation
 from archlab.experiments.inception_reduction import InceptionReduction
 from archlab.experiments.page import measured_seconds, write_course, write_page
@@ -31,7 +33,7 @@ PARTS: dict[str, tuple[Experiment, ...]] = {
         Shortcuts(), Tricks(), SECost(), Cardinality(), Separable(), ReluLowDim(),
         CompoundScaling()),
     "How they are trained": (
-        SwishVsRelu(),),
+        SwishVsRelu(), DataEfficiency(), BatchSize()),
 }
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for part in PARTS.values() for e in part}
 

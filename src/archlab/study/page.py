@@ -162,6 +162,16 @@ def _cards(summaries: Sequence[ModelSummary]) -> list[dict[str, Any]]:
     return out
 
 
+def _train_images(done: list) -> str:
+    """How many images the runs trained on: one number when every run saw the same, the
+    range when a model's recipe set its own train_fraction (a data-efficiency study)."""
+    counts = {(r.result or {}).get("train_images") for r in done} - {None}
+    if not counts:
+        return "?"
+    low, high = min(counts), max(counts)
+    return str(low) if low == high else f"{low}-{high} (each model its own share)"
+
+
 def build_html(results: Results, protocol: dict[str, Any] | None, study: str, db: str,
                csvs: dict[str, str]) -> str:
     """The page for the judged runs of one protocol (a row of the study's protocols table);
@@ -173,8 +183,7 @@ def build_html(results: Results, protocol: dict[str, Any] | None, study: str, db
     done = [r for r in runs if r.status == "done"]
     return _template().render(
         name=protocol.get("name") or "study", dataset=(body.get("data") or {}).get("dataset", "?"),
-        train_n=next(((r.result or {}).get("train_images") for r in done if r.result), None)
-        or "?",
+        train_n=_train_images(done),
         test_n=next(((r.result or {}).get("test_images") for r in done if r.result), None)
         or "?",
         protocol_hash=protocol.get("hash", ""), n_runs=len(runs),

@@ -13,7 +13,18 @@ and measured, so that the numbers in its table differ by the architecture alone.
       - name: vit_tiny_patch4_32                      # per-model overrides:
         recipe: {optimizer: adamw, lr: 2.0e-3}        #   recipe fields
         model_kwargs: {drop_path_rate: 0.1}           #   create_model keywords
+      - name: resnet20                                # a data-efficiency point:
+        label: resnet20-10pct                         #   trained on 10% of the training
+        recipe: {train_fraction: 0.1}                 #   pool, in place of data's 0.2
       - sift-bovw                                     # a classical baseline
+
+The split belongs to `data:`, so every model is judged on the same validation and test
+images; a model's own `recipe:` may set only `train_fraction` among the split's keys (its
+`val_fraction` or `image_size` is refused). With one seed the training subsets of every
+fraction are nested (`archlab.data.split`: the 5% subset lies inside the 10% one, and so on)
+and the validation images are the same, so runs of several fractions differ by how much
+they trained on and nothing else; the fraction is part of the entry's hash, hence of the
+run's key.
 
 Shipped presets live beside this file (`archlab compare --list`). Every problem in a file
 is reported with its line and the fix, all at once; a misspelt key or architecture gets

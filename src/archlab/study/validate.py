@@ -26,6 +26,16 @@ AUGMENT_KEYS = ("preset", "hflip", "randaugment_n", "randaugment_m", "lighting",
                 "random_erasing", "mixup", "cutmix")
 # Recipe fields the protocol sets itself (from `data:` and `seeds:`), not through `recipe:`.
 DATA_FIELDS = ("val_fraction", "train_fraction", "image_size")
+# Of those, what one model's entry may still set in its own recipe: the share of the training
+# pool it trains on (a data-efficiency study). Its validation and test images stay those of
+# every other run, and the training subsets of one seed are nested (data.split), so the runs
+# differ by how much they saw and nothing else. A model's own val_fraction or image_size
+# would change what it is judged on, and stays refused.
+ENTRY_DATA_FIELDS = ("train_fraction",)
+
+_ENTRY_HINT = {"train_fraction": "; a model's own recipe: may set it, to train that model on "
+                                  "a smaller share of the same training pool"}
+
 
 class ProtocolError(ValueError):
     """A protocol that cannot be run; the message names the file, the line and the fix."""
@@ -182,9 +192,12 @@ class ProtocolChecker:
                 if v not in presets() and not Path(str(v)).exists():
                     self.error(path + (k,), f"no recipe preset {v!r}; presets: "
                                             f"{', '.join(presets())}, or a .yaml path")
+            elif k in ENTRY_DATA_FIELDS and path[:1] == ("models",):
+                self.fraction(recipe, path + (k,), k, upper_open=False, zero_ok=False)
             elif k in DATA_FIELDS:
                 self.error(path + (k,), f"{k} belongs under data: (data: {{{k}: {v}}}), so "
-                                        "that every model is trained on the same split")
+                                        "that every model is trained on the same split"
+                           + _ENTRY_HINT.get(k, ""))
             elif k == "seed":
                 self.error(path + (k,), "the seed comes from seeds: (a list), not the recipe")
             elif k not in fields:
@@ -437,6 +450,6 @@ def _check_kwargs(name: str, kwargs: dict[str, Any]) -> str | None:
     return None
 
 
-__all__ = ["AUGMENT_KEYS", "BUDGET_KEYS", "DATA_FIELDS", "DATA_KEYS", "ENTRY_KEYS",
-           "MEASURE_KEYS", "ProtocolChecker", "ProtocolError", "TOP_KEYS", "parse_duration",
+__all__ = ["AUGMENT_KEYS", "BUDGET_KEYS", "DATA_FIELDS", "DATA_KEYS", "ENTRY_DATA_FIELDS",
+           "ENTRY_KEYS", "MEASURE_KEYS", "ProtocolChecker", "ProtocolError", "TOP_KEYS", "parse_duration",
            "select_models", "set_dotted", "yaml_with_lines"]
