@@ -8,6 +8,7 @@ from typing import Iterable
 
 from archlab.experiments.base import Context, Experiment, Outcome
 from archlab.experiments.cardinality import Cardinality
+from archlab.experiments.classical_vs_deep import ClassicalVsDeep
 from archlab.experiments.compound_scaling import CompoundScaling
 from archlab.experiments.conv_mechanics import ConvMechanics
 from archlab.experiments.degradation import Degradation
@@ -22,13 +23,13 @@ from archlab.experiments.shortcuts import Shortcuts
 from archlab.experiments.swish_vs_relu import SwishVsRelu
 from archlab.experiments.tricks import Tricks
 
-# In the order of the course: what a convolution is, then the architectures' arguments as
-# the architectures came (AlexNet, VGG, GoogLeNet, ResNet and its repairs, SENet, ResNeXt,
-# MobileNet, EfficientNet and its Swish).
+# In the order of the course: the hand-designed pipeline CNNs replaced, what a convolution
+# is, then the architectures' arguments as the architectures came (AlexNet, VGG, GoogLeNet,
+# ResNet and its repairs, SENet, ResNeXt, MobileNet, EfficientNet and its Swish).
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    ConvMechanics(), ReluVsTanh(), ReceptiveField(), InceptionReduction(), Degradation(),
-    Shortcuts(), Tricks(), SECost(), Cardinality(), Separable(), ReluLowDim(),
-    CompoundScaling(), SwishVsRelu())}
+    ClassicalVsDeep(), ConvMechanics(), ReluVsTanh(), ReceptiveField(),
+    InceptionReduction(), Degradation(), Shortcuts(), Tricks(), SECost(), Cardinality(),
+    Separable(), ReluLowDim(), CompoundScaling(), SwishVsRelu())}
 
 
 def list_experiments() -> list[Experiment]:
