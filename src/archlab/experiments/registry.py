@@ -20,14 +20,16 @@ from archlab.experiments.relu_vs_tanh import ReluVsTanh
 from archlab.experiments.se_cost import SECost
 from archlab.experiments.separable import Separable
 from archlab.experiments.shortcuts import Shortcuts
+from archlab.experiments.staged_vgg import StagedVGG
 from archlab.experiments.swish_vs_relu import SwishVsRelu
 from archlab.experiments.tricks import Tricks
 
 # In the order of the course: the hand-designed pipeline CNNs replaced, what a convolution
-# is, then the architectures' arguments as the architectures came (AlexNet, VGG, GoogLeNet,
-# ResNet and its repairs, SENet, ResNeXt, MobileNet, EfficientNet and its Swish).
+# is, then the architectures' arguments as the architectures came (AlexNet, VGG and its
+# staged training, GoogLeNet, ResNet and its repairs, SENet, ResNeXt, MobileNet,
+# EfficientNet and its Swish).
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    ClassicalVsDeep(), ConvMechanics(), ReluVsTanh(), ReceptiveField(),
+    ClassicalVsDeep(), ConvMechanics(), ReluVsTanh(), ReceptiveField(), StagedVGG(),
     InceptionReduction(), Degradation(), Shortcuts(), Tricks(), SECost(), Cardinality(),
     Separable(), ReluLowDim(), CompoundScaling(), SwishVsRelu())}
 
