@@ -12,6 +12,7 @@ from archlab.experiments.classical_vs_deep import ClassicalVsDeep
 from archlab.experiments.compound_scaling import CompoundScaling
 from archlab.experiments.conv_mechanics import ConvMechanics
 from archlab.experiments.degradation import Degradation
+from archlab.experiments.fixres import FixRes
 from archlab.experiments.inception_reduction import InceptionReduction
 from archlab.experiments.page import write_page
 from archlab.experiments.receptive_field import ReceptiveField
@@ -27,11 +28,11 @@ from archlab.experiments.tricks import Tricks
 # In the order of the course: the hand-designed pipeline CNNs replaced, what a convolution
 # is, then the architectures' arguments as the architectures came (AlexNet, VGG and its
 # staged training, GoogLeNet, ResNet and its repairs, SENet, ResNeXt, MobileNet,
-# EfficientNet and its Swish).
+# EfficientNet and its Swish), then FixRes's train-low, fine-tune-high.
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     ClassicalVsDeep(), ConvMechanics(), ReluVsTanh(), ReceptiveField(), StagedVGG(),
     InceptionReduction(), Degradation(), Shortcuts(), Tricks(), SECost(), Cardinality(),
-    Separable(), ReluLowDim(), CompoundScaling(), SwishVsRelu())}
+    Separable(), ReluLowDim(), CompoundScaling(), SwishVsRelu(), FixRes())}
 
 
 def list_experiments() -> list[Experiment]:
