@@ -67,17 +67,21 @@ def test_the_full_protocol_parses():
 
 
 def test_staged_vgg_runs_as_a_study_and_writes_its_page(tmp_path, monkeypatch):
-    # The digits at 16 px, one epoch of each net at width 1/16, one seed.
+    # The digits at 16 px, one epoch of each net at width 1/16; two seeds, so that each
+    # seed's E starts from its own A.
     monkeypatch.setitem(sv.SETTINGS, "quick", {
         "data": {"dataset": "digits", "image_size": 16, "val_fraction": 0.1,
                  "train_fraction": 0.3},
         "recipe": {"epochs": 1, "batch_size": 64, "curve_every": 4}, "shallow_epochs": 1,
-        "width": 0.0625, "threshold": 0.8, "seeds": 1, "jobs": 1})
+        "width": 0.0625, "seeds": 2, "jobs": 1})
     outcome, record = run_experiment_twice("staged-vgg", sv.decide, tmp_path,
-                                           page_shows=("steps to 80% train error",))
+                                           page_shows=("train error",))
     n = record["numbers"]
     assert set(n["reached"]) == {"A", "E-scratch", "E-staged"}
+    assert all(len(steps) == 2 for steps in n["reached"].values())   # one run per seed
     assert 0 < n["a_cost"] < 1 and n["total_steps"] > 0
+    # The threshold is what A reached: every A run gets there by its last step.
+    assert n["reached"]["A"][0] is not None and 0 < n["threshold"] <= 1
     assert len(outcome.rows) == 3 and len(outcome.rows[0]) == len(outcome.headers)
     # The staged E started from its A: before training, its conv1_1 was A's trained one.
     store = open_store(tmp_path / "staged-vgg" / "study" / "study.db")
