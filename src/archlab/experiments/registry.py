@@ -9,10 +9,12 @@ from typing import Iterable
 from archlab.experiments.base import Context, Experiment, Outcome
 from archlab.experiments.batch_size import BatchSize
 from archlab.experiments.cardinality import Cardinality
+from archlab.experiments.classical_vs_deep import ClassicalVsDeep
 from archlab.experiments.compound_scaling import CompoundScaling
 from archlab.experiments.conv_mechanics import ConvMechanics
 from archlab.experiments.data_efficiency import DataEfficiency
 from archlab.experiments.degradation import Degradation
+from archlab.experiments.fixres import FixRes
 from archlab.experiments.inception_reduction import InceptionReduction
 from archlab.experiments.page import measured_seconds, write_course, write_page
 from archlab.experiments.receptive_field import ReceptiveField
@@ -21,19 +23,24 @@ from archlab.experiments.relu_vs_tanh import ReluVsTanh
 from archlab.experiments.se_cost import SECost
 from archlab.experiments.separable import Separable
 from archlab.experiments.shortcuts import Shortcuts
+from archlab.experiments.staged_vgg import StagedVGG
 from archlab.experiments.swish_vs_relu import SwishVsRelu
 from archlab.experiments.tricks import Tricks
 
 # In the order of the course. Part 1 (issue #16): what a convolution is, then the
 # architectures' arguments as the architectures came (AlexNet, VGG, GoogLeNet, ResNet and its
-# repairs, SENet, ResNeXt, MobileNet, EfficientNet). Part 2: how networks are trained.
+# repairs, SENet, ResNeXt, MobileNet, EfficientNet). Part 2: how networks are trained, again
+# in the order the papers came: the hand-designed pipeline CNNs replaced, AlexNet's
+# regularisers, VGG's staged training, the batch size, Swish, then the transformers' data,
+# position embeddings and distillation, and FixRes's train-low, fine-tune-high.
 PARTS: dict[str, tuple[Experiment, ...]] = {
     "The architectures": (
         ConvMechanics(), ReluVsTanh(), ReceptiveField(), InceptionReduction(), Degradation(),
         Shortcuts(), Tricks(), SECost(), Cardinality(), Separable(), ReluLowDim(),
         CompoundScaling()),
     "How they are trained": (
-        SwishVsRelu(), DataEfficiency(), BatchSize()),
+        ClassicalVsDeep(), StagedVGG(), BatchSize(), SwishVsRelu(), DataEfficiency(),
+        FixRes()),
 }
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for part in PARTS.values() for e in part}
 

@@ -163,9 +163,9 @@ def variant_table(variants: Mapping[str, Variant], names: Mapping[str, str] | No
 
 def cost_accuracy_figure(variants: Mapping[str, Variant], title: str, prefix: str,
                          cost: str = "macs") -> str:
-    """Test top-1 (mean over seeds, with its 95% interval) against a cost ('macs' or
-    'params'), one labelled point per variant: the plot of every accuracy-against-cost
-    argument."""
+    """Test top-1 (mean over seeds, with its 95% interval) against a cost ('macs',
+    'params' or 'train_time', the mean over seeds), one labelled point per variant: the
+    plot of every accuracy-against-cost argument."""
     fig = figure(6.5, 3.8, layout="constrained")
     ax = fig.subplots()
     for v in variants.values():
@@ -177,7 +177,8 @@ def cost_accuracy_figure(variants: Mapping[str, Variant], title: str, prefix: st
                     fmt="o", capsize=3,
                     color="black" if v.vs_baseline is None else None)
         ax.annotate(v.label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xlabel({"macs": "MACs per image", "params": "parameters"}[cost])
+    ax.set_xlabel({"macs": "MACs per image", "params": "parameters",
+                   "train_time": "training time, s"}[cost])
     ax.set_ylabel("test top-1 %")
     ax.set_title(title)
     return to_svg(fig, prefix)
