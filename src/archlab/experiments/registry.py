@@ -14,6 +14,7 @@ from archlab.experiments.degradation import Degradation
 from archlab.experiments.inception_reduction import InceptionReduction
 from archlab.experiments.page import write_page
 from archlab.experiments.receptive_field import ReceptiveField
+from archlab.experiments.regularisation import Regularisation
 from archlab.experiments.relu_low_dim import ReluLowDim
 from archlab.experiments.relu_vs_tanh import ReluVsTanh
 from archlab.experiments.se_cost import SECost
@@ -28,7 +29,7 @@ from archlab.experiments.tricks import Tricks
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     ConvMechanics(), ReluVsTanh(), ReceptiveField(), InceptionReduction(), Degradation(),
     Shortcuts(), Tricks(), SECost(), Cardinality(), Separable(), ReluLowDim(),
-    CompoundScaling(), SwishVsRelu())}
+    CompoundScaling(), SwishVsRelu(), Regularisation())}
 
 
 def list_experiments() -> list[Experiment]:
