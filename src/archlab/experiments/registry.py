@@ -6,6 +6,7 @@ import difflib
 import time
 from typing import Iterable
 
+from archlab.experiments.aux_heads import AuxHeads
 from archlab.experiments.base import Context, Experiment, Outcome
 from archlab.experiments.cardinality import Cardinality
 from archlab.experiments.compound_scaling import CompoundScaling
@@ -29,7 +30,7 @@ from archlab.experiments.tricks import Tricks
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     ConvMechanics(), ReluVsTanh(), ReceptiveField(), InceptionReduction(), Degradation(),
     Shortcuts(), Tricks(), SECost(), Cardinality(), Separable(), ReluLowDim(),
-    CompoundScaling(), SwishVsRelu(), Regularisation())}
+    CompoundScaling(), SwishVsRelu(), Regularisation(), AuxHeads())}
 
 
 def list_experiments() -> list[Experiment]:
