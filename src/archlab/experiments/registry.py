@@ -6,6 +6,7 @@ import difflib
 import time
 from typing import Iterable
 
+from archlab.experiments.aux_heads import AuxHeads
 from archlab.experiments.base import Context, Experiment, Outcome
 from archlab.experiments.batch_size import BatchSize
 from archlab.experiments.cardinality import Cardinality
@@ -18,6 +19,7 @@ from archlab.experiments.fixres import FixRes
 from archlab.experiments.inception_reduction import InceptionReduction
 from archlab.experiments.page import measured_seconds, write_course, write_page
 from archlab.experiments.receptive_field import ReceptiveField
+from archlab.experiments.regularisation import Regularisation
 from archlab.experiments.relu_low_dim import ReluLowDim
 from archlab.experiments.relu_vs_tanh import ReluVsTanh
 from archlab.experiments.se_cost import SECost
@@ -39,8 +41,8 @@ PARTS: dict[str, tuple[Experiment, ...]] = {
         Shortcuts(), Tricks(), SECost(), Cardinality(), Separable(), ReluLowDim(),
         CompoundScaling()),
     "How they are trained": (
-        ClassicalVsDeep(), StagedVGG(), BatchSize(), SwishVsRelu(), DataEfficiency(),
-        FixRes()),
+        ClassicalVsDeep(), Regularisation(), StagedVGG(), AuxHeads(), BatchSize(),
+        SwishVsRelu(), DataEfficiency(), FixRes()),
 }
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for part in PARTS.values() for e in part}
 

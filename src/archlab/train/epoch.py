@@ -18,6 +18,7 @@ from torch import nn
 from archlab.train import checkpoint as ckpt
 from archlab.train import run_log
 from archlab.train.progress import ProgressBar
+from archlab.train.step_curve import grad_norms
 
 _EMPTY = {"loss_sum": 0.0, "correct": 0, "seen": 0, "data_time": 0.0, "elapsed": 0.0,
           "skipped": 0}
@@ -55,7 +56,7 @@ class EpochRunner:
         loss_sum = torch.zeros((), dtype=torch.float64, device=t.device)
         correct = torch.zeros((), dtype=torch.long, device=t.device)
         seen, data_time, elapsed = 0, 0.0, 0.0
-        window: list[tuple[int, torch.Tensor, torch.Tensor, int]] = []  # check_finite's
+        window: list[tuple] = []  # check_finite's
         check_every = 1 if t.device.type == "cpu" else 16
         bar = ProgressBar(t.steps_per_epoch, f"epoch {t.epoch + 1}/{r.total_epochs}",
                           enabled=r.progress and t.verbose, start=t.batch_in_epoch)
@@ -71,6 +72,8 @@ class EpochRunner:
             loss, logits = t.loss(output, y, x)   # a distiller's teacher sees this batch
             t.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            # The gradient as backpropagation left it, before clipping changes it.
+            norms = grad_norms(t.grad_groups) if t.grad_groups else None
             if r.clip_grad:
                 nn.utils.clip_grad_norm_(t.params, r.clip_grad)
             t.optimizer.step()
@@ -78,7 +81,7 @@ class EpochRunner:
                 loss_sum += loss.detach().double() * len(labels)
                 hits = (logits.detach().argmax(1) == labels).sum()
                 correct += hits
-            window.append((t.step, loss.detach(), hits, len(labels)))
+            window.append((t.step, loss.detach(), hits, len(labels), norms))
             seen += len(labels)
             t.step += 1
             t.batch_in_epoch += 1

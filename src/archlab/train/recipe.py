@@ -146,6 +146,9 @@ class Recipe:
     curve_every: int = field(default=50, metadata={
         "help": "record the mean training loss and error every N optimizer steps "
                 "(steps.jsonl; 0: off)"})
+    # Modules (names of model.named_modules(), e.g. conv1) whose gradient norm the step
+    # curve records, a column grad_norm:<name> each (train/step_curve.py); needs curve_every.
+    grad_norms: tuple[str, ...] = ()
     # Several processes (torchrun): batch norm over the global batch, not each one's share.
     sync_bn: bool = field(default=False, metadata={
         "help": "under torchrun: batch norm over the global batch"})
@@ -153,6 +156,7 @@ class Recipe:
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
         self.milestones = tuple(self.milestones)
+        self.grad_norms = tuple(self.grad_norms)
         if self.moms is not None:
             self.moms = tuple(self.moms)
         if self.unfrozen_lr is not None:
@@ -178,6 +182,12 @@ class Recipe:
         if self.curve_every < 0:
             raise ValueError(f"recipe: curve_every is a number of steps (0: off), got "
                              f"{self.curve_every}")
+        if self.grad_norms and not self.curve_every:
+            raise ValueError("recipe: grad_norms are recorded in the step curve; set "
+                             "curve_every above 0")
+        if not all(isinstance(n, str) and n for n in self.grad_norms):
+            raise ValueError(f"recipe: grad_norms is a list of module names (e.g. [conv1]), "
+                             f"got {list(self.grad_norms)}")
         if self.batch_size < 1:
             raise ValueError(f"recipe: batch_size must be positive, got {self.batch_size}")
         for name in ("val_fraction", "pct_start", "label_smoothing", "random_erasing"):

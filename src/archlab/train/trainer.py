@@ -41,7 +41,7 @@ from archlab.train.plugins import plugins_for
 from archlab.train.recipe import Recipe
 from archlab.train.schedules import Schedule
 from archlab.train.signals import stop_on_signals
-from archlab.train.step_curve import StepCurve
+from archlab.train.step_curve import StepCurve, grad_norm_groups
 
 
 class TrainingDiverged(RuntimeError):
@@ -134,7 +134,9 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.train_time = 0.0
         self._partial: dict[str, Any] | None = None
-        self.step_curve = StepCurve(r.curve_every, self.steps_per_epoch)
+        self.grad_groups = grad_norm_groups(net, r.grad_norms)
+        self.step_curve = StepCurve(r.curve_every, self.steps_per_epoch,
+                                    [column for column, _ in self.grad_groups])
         if self.resume_state is not None:
             ckpt.restore_trainer(self, weights, train_tensors)
 
@@ -322,15 +324,18 @@ class Trainer:
                 out.extend(loader.issues)
         return out
 
-    def check_finite(self, window: list[tuple[int, torch.Tensor, torch.Tensor, int]],
-                     lr: float) -> None:
-        """Read `window` [(step, loss, images right, images)] from the device in one go
-        (the loop's only wait for it); stop, naming the step, when a loss is not finite,
-        else add the steps to the step curve (this process's images under torchrun)."""
+    def check_finite(self, window: list[tuple], lr: float) -> None:
+        """Read `window` [(step, loss, images right, images, gradient norms or None)] from
+        the device in one go (the loop's only wait for it); stop, naming the step, when a
+        loss is not finite, else add the steps to the step curve (this process's images
+        under torchrun)."""
         if not window:
             return
-        read = torch.stack([torch.stack([w[1] for w in window]).float(),
-                            torch.stack([w[2] for w in window]).float()]).cpu()
+        rows = [torch.stack([w[1] for w in window]).float(),
+                torch.stack([w[2] for w in window]).float()]
+        if self.grad_groups:    # (steps, groups) -> one row per group
+            rows += list(torch.stack([w[4] for w in window]).float().T)
+        read = torch.stack(rows).cpu()
         values = read[0]
         if self.dist is not None:  # a NaN anywhere, or a stop asked anywhere, is everyone's
             values, self._stop_agreed = self.dist.check(values, self._stop)
@@ -346,8 +351,9 @@ class Trainer:
                    "warm-up, or clip gradients (clip_grad: 1.0)")
             self.log(msg)
             raise TrainingDiverged(msg)
+        extras = read[2:].T.tolist() if self.grad_groups else None
         self.step_curve.add([w[0] for w in window], read[0].tolist(), read[1].tolist(),
-                            [w[3] for w in window])
+                            [w[3] for w in window], extras)
 
     def reseed(self, epoch: int) -> None:
         """The global RNG (dropout, drop-path) of a fresh epoch: (seed, epoch, rank)."""
