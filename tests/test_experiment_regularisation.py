@@ -55,7 +55,7 @@ def test_each_label_switches_on_exactly_its_technique():
     for label in (rg.SMOOTHING, rg.AUGMENT):
         assert entries[label]["model_kwargs"] == base["model_kwargs"]
     assert entries[rg.ALL]["recipe"] == {"augment": "alexnet", "label_smoothing": 0.1}
-    assert p["tta"] == ["ten_crop"]
+    assert p["tta"] == ["ten_crop:pad"]   # AlexNet's crops, at the training scale
     drops = {label: [m.p for m in create_model(rg.MODEL, num_classes=10, in_chans=1,
                                                small_input=True, **e["model_kwargs"]).modules()
                      if isinstance(m, nn.Dropout)] for label, e in entries.items()}

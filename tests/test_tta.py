@@ -222,3 +222,23 @@ def test_crops_of_image_files_come_from_the_image_the_plain_view_is_cut_from(tmp
     top_left, bottom_right = tta_spy.seen[2], tta_spy.seen[5]
     torch.testing.assert_close(top_left[..., 1:, 1:], tta_spy.seen[0][..., :-1, :-1])
     torch.testing.assert_close(bottom_right[..., :-1, :-1], tta_spy.seen[0][..., 1:, 1:])
+
+
+def test_crops_at_the_training_scale_are_named_in_the_spec():
+    # 'ten_crop:pad' cuts AlexNet's crops from the batch padded by reflection (the scale the
+    # network trained at), exactly as crop_from='pad' does; plain 'ten_crop' upscales.
+    from archlab.train.tta import parse_tta, tta_views
+
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    padded = tta_views(x, "ten_crop:pad")
+    assert len(padded) == 10
+    for a, b in zip(padded, tta_views(x, "ten_crop", crop_from="pad")):
+        assert torch.equal(a, b)
+    # The centre crop of the padded image is the image itself: no zoom.
+    assert torch.equal(padded[4], x)
+    assert not torch.equal(tta_views(x, "ten_crop")[4], x)
+    spec = parse_tta("flip+ten_crop:pad")
+    assert spec.crop_from == "pad" and parse_tta(str(spec)) == spec
+    assert str(parse_tta("five_crop")) == "five_crop"
+    with pytest.raises(ValueError, match="ten_crop:resize or ten_crop:pad"):
+        parse_tta("ten_crop:zoom")

@@ -123,7 +123,7 @@ def protocol(scale: str, seeds: Sequence[int]) -> dict[str, Any]:
     return {
         "description": "VGG-11 (BN) with and without dropout, label smoothing and augmentation, "
                        "each alone; every run also tested with ten crops.",
-        "data": s["data"], "recipe": {**RECIPE, **s["recipe"]}, "tta": ["ten_crop"],
+        "data": s["data"], "recipe": {**RECIPE, **s["recipe"]}, "tta": ["ten_crop:pad"],
         "seeds": list(seeds), "jobs": s["jobs"],
         "measure": {"throughput_batch": 32, "throughput_seconds": 0.1},
         "models": [_entry(label, s)
@@ -240,9 +240,10 @@ class Regularisation(Experiment):
                    f"fully connected layers of {s['fc_dim']}; seeds "
                    f"{', '.join(map(str, seeds))}, every technique on the same seeds and test "
                    "images.",
-                   "Ten crops at training size: the batch is enlarged by 1/0.875 and the four "
-                   "corner crops, the centre crop and their mirrors are averaged "
-                   "(train/tta.py); on Fashion-MNIST mirrors are allowed.",
+                   "Ten crops at the training scale, as AlexNet cut them: the batch is padded "
+                   "by reflection by 1/0.875 (not upscaled, a zoom the network never saw) "
+                   "and the four corner crops, the centre crop and their mirrors are averaged "
+                   "(ten_crop:pad, train/tta.py); on Fashion-MNIST mirrors are allowed.",
                    "The p-values of the five comparisons (dropout, label smoothing, "
                    "augmentation, all three, ten crops) are Holm-adjusted together; a "
                    "technique is better or worse only when McNemar's test and the bootstrap "

@@ -15,6 +15,8 @@ A view spec is a string (or a list) of these, joined by '+' or ',':
     five_crop   the four corner crops and the centre crop, of the        5 views
                 model's input size, cut from a larger image (below)
     ten_crop    five_crop and the mirror of each crop (AlexNet)          10 views
+    ten_crop:pad, five_crop:pad   the same crops cut at the training scale
+                (the batch padded by reflection, not upscaled: below)
     aug:N       the image and N passes of the training augmentation     N+1 views
                 (pad-and-crop by 1/8 of the side, reflected, and a
                 random flip), drawn from a seeded generator
@@ -32,7 +34,11 @@ AlexNet did). Images held in memory are evaluated whole at the training size, so
 crops come from the batch upscaled bilinearly to L = floor(S / 0.875 + 0.5) (28 -> 32 px,
 32 -> 37 px): the crops are then translations by up to (L - S) px at a 1/0.875 zoom, never
 the identity. `crop_from="pad"` instead pads the batch by reflection to the same L, keeping
-the scale: the crops are then exactly views of the basic augmentation's pad-and-crop.
+the scale: the crops are then exactly views of the basic augmentation's pad-and-crop. That
+is AlexNet's own arrangement (its 224 px crops were cut from the 256 px images it trained
+on, at the scale it trained at), and a network trained with pad-and-crop, which never saw
+the zoom, needs it: a spec asks for it with `ten_crop:pad` (or `five_crop:pad`), which a
+study protocol's `tta:` can name.
 
 Combining: the mean of the views' softmax probabilities, each view weighted alike (AlexNet's
 rule). fastai blends instead: beta * plain + (1 - beta) * mean(augmented), beta = 0.25; pass
@@ -53,7 +59,9 @@ from torch import nn
 from archlab.data import pad_for, random_hflip, random_translate
 from archlab.train.eval_loop import eval_pass, logits_of
 
-VIEWS = ("flip", "shift", "five_crop", "ten_crop", "aug:N", "none")
+VIEWS = ("flip", "shift", "five_crop", "ten_crop", "five_crop:pad", "ten_crop:pad", "aug:N",
+         "none")
+CROP_FROM = ("resize", "pad")
 DEFAULT_CROP_PCT = 0.875
 
 
@@ -65,6 +73,7 @@ class TTASpec:
     shift: bool = False
     crops: int = 0          # 0, 5 (five_crop) or 10 (ten_crop)
     aug: int = 0            # passes of the training augmentation
+    crop_from: str | None = None   # 'resize' or 'pad' for crops; None: the caller's choice
 
     @property
     def plain(self) -> bool:
@@ -80,13 +89,15 @@ class TTASpec:
 
     def __str__(self) -> str:
         parts = (["flip"] if self.flip else []) + (["shift"] if self.shift else [])
-        parts += {0: [], 5: ["five_crop"], 10: ["ten_crop"]}[self.crops]
+        parts += [f"{({5: 'five_crop', 10: 'ten_crop'})[self.crops]}"
+                  + (f":{self.crop_from}" if self.crop_from else "")] if self.crops else []
         parts += [f"aug:{self.aug}"] if self.aug else []
         return "+".join(parts) or "none"
 
 
 def parse_tta(spec: str | Sequence[str] | TTASpec | None) -> TTASpec:
-    """'flip', 'ten_crop', 'flip+shift', ['flip', 'shift'], 'aug:8', 'none' -> TTASpec."""
+    """'flip', 'ten_crop', 'ten_crop:pad', 'flip+shift', ['flip', 'shift'], 'aug:8', 'none'
+    -> TTASpec."""
     if isinstance(spec, TTASpec):
         return spec
     if spec is None or spec is False:
@@ -94,6 +105,7 @@ def parse_tta(spec: str | Sequence[str] | TTASpec | None) -> TTASpec:
     items = spec.replace(",", "+").split("+") if isinstance(spec, str) else list(spec)
     flip = shift = False
     crops = aug = 0
+    crop_from = None
     for raw in items:
         item = str(raw).strip().lower().replace("-", "_")
         if item in ("", "none"):
@@ -102,8 +114,14 @@ def parse_tta(spec: str | Sequence[str] | TTASpec | None) -> TTASpec:
             flip = True
         elif item == "shift":
             shift = True
-        elif item in ("five_crop", "ten_crop"):
-            crops = max(crops, 5 if item == "five_crop" else 10)
+        elif item.partition(":")[0] in ("five_crop", "ten_crop"):
+            kind, sep, mode = item.partition(":")
+            if sep and mode not in CROP_FROM:
+                raise ValueError(f"test-time view {raw!r}: crops are cut from the image "
+                                 f"resized or padded: write {kind}:resize or {kind}:pad")
+            if sep:
+                crop_from = mode
+            crops = max(crops, 5 if kind == "five_crop" else 10)
         elif item.startswith("aug"):
             _, sep, n = item.partition(":")
             if not sep or not n.isdigit() or int(n) < 1:
@@ -113,7 +131,7 @@ def parse_tta(spec: str | Sequence[str] | TTASpec | None) -> TTASpec:
         else:
             raise ValueError(f"unknown test-time view {raw!r}; views: {', '.join(VIEWS)} "
                              "(combine them with '+', e.g. flip+shift)")
-    return TTASpec(flip, shift, crops, aug)
+    return TTASpec(flip, shift, crops, aug, crop_from)
 
 
 # --------------------------------------------------------------------------------------
@@ -171,7 +189,8 @@ def tta_views(x: torch.Tensor, spec: str | Sequence[str] | TTASpec | None, hflip
     it is a view. `size` is the model's input side (default: x's); a larger `x` is the
     image the crops are cut from and the other views see its centre crop. An `x` of the
     model's size is first enlarged to floor(size / crop_pct + 0.5) for the crops
-    (`crop_from` 'resize' or 'pad'). `generator` draws the aug:N passes (default: seed 0)."""
+    (`crop_from` 'resize' or 'pad', unless the spec says which, as in 'ten_crop:pad').
+    `generator` draws the aug:N passes (default: seed 0)."""
     spec = parse_tta(spec)
     size = size or x.shape[-1]
     base = x if x.shape[-2:] == (size, size) else _centre(x, size)
@@ -183,7 +202,7 @@ def tta_views(x: torch.Tensor, spec: str | Sequence[str] | TTASpec | None, hflip
         views += [shift(base, dy, dx) for dy, dx in ((s, s), (s, -s), (-s, s), (-s, -s))]
     if spec.crops:
         big = x if min(x.shape[-2:]) > size else enlarge(base, enlarged_side(size, crop_pct),
-                                                           crop_from)
+                                                           spec.crop_from or crop_from)
         crops = five_crops(big, size)
         views += crops
         if spec.crops == 10 and hflip:
