@@ -11,8 +11,10 @@ from archlab.experiments.cardinality import Cardinality
 from archlab.experiments.compound_scaling import CompoundScaling
 from archlab.experiments.conv_mechanics import ConvMechanics
 from archlab.experiments.degradation import Degradation
+from archlab.experiments.distillation import Distillation
 from archlab.experiments.inception_reduction import InceptionReduction
 from archlab.experiments.page import write_page
+from archlab.experiments.pos_embedding import PosEmbedding
 from archlab.experiments.receptive_field import ReceptiveField
 from archlab.experiments.relu_low_dim import ReluLowDim
 from archlab.experiments.relu_vs_tanh import ReluVsTanh
@@ -28,7 +30,7 @@ from archlab.experiments.tricks import Tricks
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     ConvMechanics(), ReluVsTanh(), ReceptiveField(), InceptionReduction(), Degradation(),
     Shortcuts(), Tricks(), SECost(), Cardinality(), Separable(), ReluLowDim(),
-    CompoundScaling(), SwishVsRelu())}
+    CompoundScaling(), SwishVsRelu(), PosEmbedding(), Distillation())}
 
 
 def list_experiments() -> list[Experiment]:
