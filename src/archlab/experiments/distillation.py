@@ -23,9 +23,10 @@ bias through its decisions, which on augmented crops can be better targets than 
 epochs, keeps that and learns more.
 
 Measured: a small ResNet (the teacher) is trained first, in the experiment's own study;
-then four small DeiTs with the same architecture (4 blocks, width 64, 7x7 patches of a
-28 px Fashion-MNIST image), one recipe: alone, soft, hard, and hard through the token (the
-same DeiT with `distilled=True`, one more token and head). Seeds: every seed repeats the
+then four small DeiTs with the same architecture (4 blocks, width 64, a 28 px
+Fashion-MNIST image cut into a 4x4 grid of 7x7 patches), one recipe: alone, soft, hard,
+and hard through the token (the same DeiT with `distilled=True`, one more token and
+head). Seeds: every seed repeats the
 whole procedure, a teacher trained with that seed and then the four students of that seed,
 all of which distil from that one teacher (recipe `teacher:` is its run directory). So
 within a seed the students differ only in how they are taught, which is what the paired

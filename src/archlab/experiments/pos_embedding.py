@@ -217,8 +217,9 @@ class PosEmbedding(Experiment):
                 "layout found by training (the paper's ViT-L/32 shows it clearly after "
                 "ImageNet-21k; a few epochs on a tenth of Fashion-MNIST show less).")],
             numbers=numbers,
-            notes=[f"Every network is vit_tiny_patch4_32 with {SETTINGS[ctx.scale]['model']}, "
-                   "4x4 patches, a class token; only `pos_embedding` differs. The paper's "
+            notes=["Every network is vit_tiny_patch4_32 with " + ", ".join(
+                       f"{k} {v}" for k, v in SETTINGS[ctx.scale]["model"].items())
+                   + ", 4x4 patches and a class token; only `pos_embedding` differs. The paper's "
                    "fourth kind, relative embeddings in the attention, is replaced by fixed "
                    "2-D sin-cos embeddings.",
                    "Between the kinds (each pair, Holm over the three pairs; Δ is the "
