@@ -70,6 +70,32 @@ def test_the_students_keys_depend_on_their_teacher_only_through_its_path():
     assert a["alone"] == b["alone"] and a["hard"] != b["hard"]
 
 
+def test_each_run_counts_once_though_the_seeds_student_studies_share_a_hash(monkeypatch,
+                                                                           tmp_path):
+    # A study returns every run of its protocol hash, which the seeds' student protocols
+    # share: the second seed's study hands back the first seed's runs again.
+    from types import SimpleNamespace
+
+    from archlab.experiments import Context
+
+    done = []
+
+    def fake_train_study(name, protocol, ctx):
+        seeds = protocol["seeds"]
+        new = [SimpleNamespace(key=f"{m['label']}-{s}", label=m["label"], seed=s,
+                               run_dir=f"runs/{m['label']}-s{s}") for m in protocol["models"]
+               for s in seeds]
+        if protocol["name"].startswith("distillation-students"):
+            done.extend(new)
+            return list(done)
+        return new
+
+    monkeypatch.setattr(ds, "train_study", fake_train_study)
+    runs = ds.train_all("distillation", Context(out_dir=tmp_path, seeds=3, verbose=False))
+    assert {label: [r.seed for r in group] for label, group in runs.items()} == {
+        label: [0, 1, 2] for label in ("teacher", *ds.STUDENTS)}
+
+
 def test_the_full_protocols_parse():
     t = parse_protocol(ds.teacher_protocol("full", [0, 1, 2]), source="t")
     s = parse_protocol(ds.student_protocol("full", 0, "/runs/t"), source="s")

@@ -142,11 +142,14 @@ def train_all(name: str, ctx: Context) -> dict[str, list]:
     """The teachers, then each seed's students from its teacher: runs by label."""
     seeds = seeds_for(ctx, SETTINGS)
     teachers = train_study(name, teacher_protocol(ctx.scale, seeds), ctx)
-    runs = list(teachers)
+    runs = {r.key: r for r in teachers}
     for t in sorted(teachers, key=lambda r: r.seed):
-        runs += train_study(name, student_protocol(ctx.scale, t.seed,
-                                                   str(run_path(ctx, name, t))), ctx)
-    return by_label(runs)
+        # The seeds' student protocols share one protocol hash (only their models' teacher
+        # paths differ), so each study returns the other seeds' runs of that hash too:
+        # keep each run once, by its key.
+        runs.update((r.key, r) for r in train_study(
+            name, student_protocol(ctx.scale, t.seed, str(run_path(ctx, name, t))), ctx))
+    return by_label([r for r in runs.values() if r.seed in seeds])
 
 
 def against_teacher(students: list, teachers: list) -> dict[str, Any]:
