@@ -164,3 +164,14 @@ def test_costs_of_gives_profiles_two_numbers():
     lenet = profile(model, 32)
     assert costs_of(model, (1, 32, 32)) == (lenet.params, lenet.macs)
     assert model.training            # left as it was found
+
+
+def test_profile_takes_a_runs_model_kwargs_with_the_models_own_img_size():
+    # A ViT built for 28 px stores a 7x7 grid of position embeddings; profiling it at 28 px
+    # passes that img_size to the model, not as the input's (it was a TypeError).
+    kwargs = {"img_size": 28, "patch_size": 4, "small_patch_size": 4, "embed_dim": 64,
+              "depth": 1, "num_heads": 2}
+    p = profile("vit_tiny_patch4_32", 28, in_chans=1, small_input=True, model_kwargs=kwargs)
+    q = profile("vit_tiny_patch4_32", 28, in_chans=1, small_input=True,
+                model_kwargs={**kwargs, "img_size": 32})
+    assert p.params - q.params == (49 - 64) * 64     # 7x7 against 8x8 stored positions

@@ -260,3 +260,88 @@ def test_intermediates_are_the_blocks():
     assert [i["module"] for i in model.feature_info] == ["blocks.0", "blocks.1"]
     assert all(t.shape == (2, 65, 48) for t in blocks)
     torch.testing.assert_close(model.norm(blocks[-1]), features)
+
+
+# -- the kinds of position embedding (2010.11929 appendix D.4) ---------------------------
+
+def _pos_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if n.startswith("pos_embedding"))
+
+
+@pytest.mark.parametrize("distilled", [False, True])
+def test_position_embedding_kinds_have_the_papers_parameter_counts(distilled):
+    # SMALL: a 32 px image in 4x4 patches is an 8x8 grid, D = 48.
+    counts = {kind: _pos_params(VisionTransformer(**SMALL, distilled=distilled,
+                                                  pos_embedding=kind))
+              for kind in ("learned", "learned_2d", "sincos", "none")}
+    prefix = 1 + int(distilled)
+    assert counts == {"learned": (64 + prefix) * 48,     # one D-vector per token
+                      "learned_2d": (8 + 8) * 48 // 2,   # a D/2-vector per row and column
+                      "sincos": 0, "none": 0}
+    # Nothing else differs: the kinds change the position embeddings alone.
+    totals = {kind: count_params(VisionTransformer(**SMALL, distilled=distilled,
+                                                   pos_embedding=kind)) - n
+              for kind, n in counts.items()}
+    assert len(set(totals.values())) == 1
+
+
+def test_learned_2d_concatenates_the_row_and_column_halves():
+    model = _randomize(VisionTransformer(**SMALL, pos_embedding="learned_2d"))
+    pos = model._pos_embedding_for((8, 8))
+    assert pos.shape == (1, 1 + 64, 48) and torch.equal(pos[0, 0], torch.zeros(48))
+    r, c = 2, 5
+    torch.testing.assert_close(pos[0, 1 + r * 8 + c], torch.cat(
+        [model.pos_embedding_rows[r], model.pos_embedding_cols[c]]))
+
+
+def test_sincos_is_fixed_and_distinguishes_every_patch():
+    from archlab.models.vit import sincos_pos_embedding
+
+    pos = sincos_pos_embedding((8, 8), 48)
+    assert pos.shape == (1, 64, 48)
+    # Patch (0, 0): sin 0 = 0 and cos 0 = 1 on both axes.
+    torch.testing.assert_close(pos[0, 0], torch.tensor(([0.0] * 12 + [1.0] * 12) * 2))
+    # Patch (1, 0) differs from (0, 0) in its row half only.
+    assert torch.equal(pos[0, 8, :24], pos[0, 0, :24]) and not torch.equal(pos[0, 8], pos[0, 0])
+    assert torch.unique(pos[0], dim=0).shape[0] == 64
+    model = VisionTransformer(**SMALL, pos_embedding="sincos")
+    assert "pos_embedding_fixed" not in model.state_dict()   # recomputed, never stored
+    with pytest.raises(ValueError, match="divisible by 4"):
+        VisionTransformer(**{**SMALL, "embed_dim": 42, "num_heads": 3}, pos_embedding="sincos")
+
+
+def test_without_position_embeddings_the_encoder_sees_a_bag_of_patches():
+    # No embedding: permuting the patches leaves the class token's output unchanged; with
+    # one, it changes.
+    x = torch.randn(1, 3, 32, 32)
+    blocks = x.reshape(1, 3, 8, 4, 8, 4).permute(0, 2, 4, 1, 3, 5).reshape(1, 64, 3, 4, 4)
+    shuffled = blocks[:, torch.randperm(64, generator=torch.Generator().manual_seed(0))]
+    y = shuffled.reshape(1, 8, 8, 3, 4, 4).permute(0, 3, 1, 4, 2, 5).reshape(1, 3, 32, 32)
+    for kind, invariant in (("none", True), ("learned", False)):
+        model = _randomize(VisionTransformer(**SMALL, pos_embedding=kind)).eval()
+        with torch.no_grad():
+            assert torch.allclose(model(x), model(y), atol=1e-5) == invariant, kind
+
+
+@pytest.mark.parametrize("kind", ["learned_2d", "sincos", "none"])
+def test_new_kinds_run_at_another_resolution_and_load_across_sizes(kind):
+    torch.manual_seed(0)
+    small = VisionTransformer(**SMALL, pos_embedding=kind).eval()
+    with torch.no_grad():
+        assert small(torch.randn(2, 3, 48, 48)).shape == (2, 10)   # a 12x12 grid on the fly
+    big = VisionTransformer(**{**SMALL, "img_size": 48}, pos_embedding=kind)
+    load_state_dict(big, small.state_dict(), "archlab")
+    if kind == "learned_2d":
+        from archlab.models.vit import resize_axis_embedding
+
+        assert big.pos_embedding_rows.shape == (12, 24)
+        torch.testing.assert_close(big.pos_embedding_cols.detach(), resize_axis_embedding(
+            small.pos_embedding_cols.detach(), 12))
+        # The resize keeps a table's values where the grids agree in size.
+        assert torch.equal(resize_axis_embedding(small.pos_embedding_rows, 8),
+                           small.pos_embedding_rows)
+
+
+def test_an_unknown_position_embedding_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="pos_embedding='rope'.*learned, learned_2d, sincos"):
+        VisionTransformer(**SMALL, pos_embedding="rope")

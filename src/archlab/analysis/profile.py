@@ -279,17 +279,20 @@ class _LayerRecorder:
 
 def profile(model: nn.Module | str, img_size: int | tuple[int, int] | None = None,
             in_chans: int | None = None, batch_size: int = 1, device: str = "meta",
-            table_depth: int | None = None, **create_kwargs: Any) -> Profile:
+            table_depth: int | None = None, model_kwargs: dict[str, Any] | None = None,
+            **create_kwargs: Any) -> Profile:
     """Profile a model (or a registered name, built on `device`) at `img_size`.
 
     `table_depth` picks the rows of the per-layer table: None for the leaves (every conv,
     norm, activation...), 1 for the top-level children, 2 for their children, and so on.
-    Other keywords go to `create_model` (a model's own `depth`, `width`...).
+    Other keywords go to `create_model` (a model's own `depth`, `width`...), as do those of
+    `model_kwargs`, a run's recorded keywords, which may hold the model's own `img_size`
+    (the grid a ViT stores its position embeddings for), not the profiled input's.
     """
     if isinstance(model, str):
         with torch.device(device):
             model = create_model(model, **({"in_chans": in_chans} if in_chans else {}),
-                                 **create_kwargs)
+                                 **{**(model_kwargs or {}), **create_kwargs})
     name = getattr(model, "model_name", type(model).__name__)
     card = getattr(model, "card", None)
     if img_size is None:

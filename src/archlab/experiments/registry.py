@@ -15,9 +15,11 @@ from archlab.experiments.compound_scaling import CompoundScaling
 from archlab.experiments.conv_mechanics import ConvMechanics
 from archlab.experiments.data_efficiency import DataEfficiency
 from archlab.experiments.degradation import Degradation
+from archlab.experiments.distillation import Distillation
 from archlab.experiments.fixres import FixRes
 from archlab.experiments.inception_reduction import InceptionReduction
 from archlab.experiments.page import measured_seconds, write_course, write_page
+from archlab.experiments.pos_embedding import PosEmbedding
 from archlab.experiments.receptive_field import ReceptiveField
 from archlab.experiments.regularisation import Regularisation
 from archlab.experiments.relu_low_dim import ReluLowDim
@@ -42,7 +44,7 @@ PARTS: dict[str, tuple[Experiment, ...]] = {
         CompoundScaling()),
     "How they are trained": (
         ClassicalVsDeep(), Regularisation(), StagedVGG(), AuxHeads(), BatchSize(),
-        SwishVsRelu(), DataEfficiency(), FixRes()),
+        SwishVsRelu(), DataEfficiency(), PosEmbedding(), Distillation(), FixRes()),
 }
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for part in PARTS.values() for e in part}
 

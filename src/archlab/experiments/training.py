@@ -10,6 +10,7 @@ predictions (`archlab.study.RunPredictions.of(run)`).
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from archlab.experiments.base import Context
@@ -45,6 +46,16 @@ def by_label(runs: Sequence[Run]) -> dict[str, list[Run]]:
     for run in runs:
         groups[run.label].append(run)
     return {label: sorted(group, key=lambda r: r.seed) for label, group in groups.items()}
+
+
+def run_path(ctx: Context, name: str, run: Run) -> Path:
+    """The absolute directory where the experiment `name`'s study keeps `run`'s checkpoint
+    and trained model (for `archlab.train.load_trained`, or as a distillation teacher). It
+    is the same every time the experiment runs into the same `ctx.out_dir`: the run's key
+    names it."""
+    if not run.run_dir:
+        raise ValueError(f"run {run.label} seed {run.seed} has no directory: it never started")
+    return (ctx.out_dir / name / "study" / run.run_dir).resolve()
 
 
 def step_curve(run: Run, column: str = "train_error") -> tuple[list[int], list[float]]:
@@ -88,5 +99,5 @@ def train_at_sizes(name: str, protocol: dict[str, Any], sizes: dict[str, int],
     return runs
 
 
-__all__ = ["by_label", "seeds_for", "step_curve", "steps_to_reach", "train_at_sizes",
+__all__ = ["by_label", "run_path", "seeds_for", "step_curve", "steps_to_reach", "train_at_sizes",
            "train_study"]

@@ -19,13 +19,28 @@ patches through attention; at inference the two heads' logits are averaged (the 
 DeiT-Ti goes from 72.2 to 74.5 top-1). Here DeiT is this ViT with `distilled=True`: the
 network returns (class logits, distillation logits) in training mode, their mean in eval.
 
+Where a patch sits reaches the encoder only through the position embeddings added to the
+tokens: without them the encoder sees a bag of patches (it is permutation-equivariant).
+`pos_embedding` chooses their kind, the four of the ViT paper's appendix D.4: "learned"
+(the paper's and DeiT's, and the default: one learned D-vector per token, class token
+included, (N + 1)·D parameters), "learned_2d" (a learned table of D/2-vectors per row and
+another per column, concatenated for the patch at (row, column): (rows + columns)·D/2
+parameters), "sincos" (fixed 2-D sines and cosines of the row and column, as in MoCo v3 and
+"Better plain ViT baselines": no parameters) and "none". In the paper's Table 8 any kind
+beats none by about 3 points and the kinds differ by 0.2 at most. The class and
+distillation tokens have no place in the grid: "learned" gives them their own learned
+embedding (as the paper does), the other kinds add nothing to them, which loses nothing,
+since a learned token plus a constant is just another learned token.
+
 A ViT is trained at one resolution and often fine-tuned at a higher one (DeiT-B at 384 px):
 the patches stay 16×16, so the grid grows and the position embeddings of the patch tokens
 are resized bicubically as a 2-D image; those of the class and distillation tokens are kept.
 `convert_checkpoint` does that when a checkpoint from another image size is loaded
 (`create_model(name, img_size=384, pretrained=path_at_224)`), and the forward pass does it
 on the fly for an input whose grid differs from the one the model was built for (the stored
-embeddings stay at `img_size`), as timm's `dynamic_img_size` does.
+embeddings stay at `img_size`), as timm's `dynamic_img_size` does. The row and column
+tables of "learned_2d" are resized linearly along their one axis; "sincos" is computed for
+any grid, and "none" has nothing to resize.
 
 `small_input=True` is for 28-64 px images: the patch becomes 4×4 (a 32 px image is then an
 8×8 grid of 64 tokens instead of a 2×2 grid of 16×16 patches), and `img_size` defaults to
@@ -91,6 +106,35 @@ def resize_pos_embedding(pos_embedding: torch.Tensor, new_grid: tuple[int, int],
     return torch.cat([prefix, patches], dim=1)
 
 
+POS_EMBEDDINGS = ("learned", "learned_2d", "sincos", "none")
+
+
+def sincos_pos_embedding(grid: tuple[int, int], dim: int, temperature: float = 10000.0
+                         ) -> torch.Tensor:
+    """Fixed 2-D position embeddings (1, rows*cols, dim) of a patch grid, row-major: a
+    quarter of the channels are sin(x·ω) and a quarter cos(x·ω) for the column x, the other
+    half the same for the row y, with ω running geometrically from 1 down to 1/temperature
+    (the Transformer's 1-D sines, once per axis; MoCo v3, 2104.02057). `dim` divides by 4."""
+    if dim % 4:
+        raise ValueError(f"sin-cos position embeddings split {dim} channels into sin and cos "
+                         "of rows and columns: use an embed_dim divisible by 4")
+    y, x = torch.meshgrid(torch.arange(grid[0], dtype=torch.float32),
+                          torch.arange(grid[1], dtype=torch.float32), indexing="ij")
+    omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    x, y = x.reshape(-1, 1) * omega, y.reshape(-1, 1) * omega
+    return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1).unsqueeze(0)
+
+
+def resize_axis_embedding(table: torch.Tensor, n: int) -> torch.Tensor:
+    """A (positions, channels) table of one axis's embeddings (learned 2-D) resized to `n`
+    positions, linearly along the axis (align_corners=False, as the bicubic 2-D resize)."""
+    if table.shape[0] == n:
+        return table
+    out = F.interpolate(table.float().t().unsqueeze(0), size=n, mode="linear",
+                        align_corners=False)
+    return out.squeeze(0).t().to(table.dtype)
+
+
 class Block(nn.Module):
     """One pre-norm encoder layer: x + MSA(LN(x)), then x + MLP(LN(x)) (2010.11929 eq. 2-3)."""
 
@@ -125,6 +169,11 @@ class VisionTransformer(ImageClassifier):
     (2205.01580); `class_token=False` then drops the unused token, as timm does. The mean
     of every patch trains sooner than a token that must first learn where to look, which
     counts when the whole training is a few epochs (the quick tour's ViT: +0.7 points).
+
+    `pos_embedding` is the kind of position embedding (POS_EMBEDDINGS; the module docstring
+    says what each is): "learned" stores `pos_embedding` (1, tokens, D); "learned_2d"
+    stores `pos_embedding_rows` (rows, D/2) and `pos_embedding_cols` (columns, D/2); the
+    others store none (`pos_embedding` is then None).
     """
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
@@ -133,8 +182,15 @@ class VisionTransformer(ImageClassifier):
                  qkv_bias: bool = True, distilled: bool = False, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  small_patch_size: int = 4, global_pool: str = "token",
-                 class_token: bool = True, act: str | type[nn.Module] = "gelu") -> None:
+                 class_token: bool = True, act: str | type[nn.Module] = "gelu",
+                 pos_embedding: str = "learned") -> None:
         super().__init__()
+        if pos_embedding not in POS_EMBEDDINGS:
+            raise ValueError(f"pos_embedding={pos_embedding!r}: use one of "
+                             f"{', '.join(POS_EMBEDDINGS)}")
+        if pos_embedding == "learned_2d" and embed_dim % 2:
+            raise ValueError(f"learned 2-D position embeddings give rows and columns half of "
+                             f"the {embed_dim} channels each: use an even embed_dim")
         if global_pool not in ("token", "avg"):
             raise ValueError(f"global_pool={global_pool!r}: use 'token' (the class token, as "
                              "in the paper) or 'avg' (the mean of the patch tokens)")
@@ -164,7 +220,8 @@ class VisionTransformer(ImageClassifier):
         self.num_tokens = self.num_prefix_tokens + self.patch_embed.num_patches
         self.class_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if distilled else None
-        self.pos_embedding = nn.Parameter(torch.zeros(1, self.num_tokens, embed_dim))
+        self.pos_embedding_kind = pos_embedding
+        self._build_pos_embedding()
         self.pos_drop = nn.Dropout(drop_rate)
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.Sequential(*[
@@ -180,10 +237,24 @@ class VisionTransformer(ImageClassifier):
                              for i in range(depth)]
         self._init_weights()
 
+    def _build_pos_embedding(self) -> None:
+        kind, dim, (rows, cols) = self.pos_embedding_kind, self.embed_dim, self.grid_size
+        self.register_parameter("pos_embedding", nn.Parameter(
+            torch.zeros(1, self.num_tokens, dim)) if kind == "learned" else None)
+        if kind == "learned_2d":
+            self.pos_embedding_rows = nn.Parameter(torch.zeros(rows, dim // 2))
+            self.pos_embedding_cols = nn.Parameter(torch.zeros(cols, dim - dim // 2))
+        if kind == "sincos":
+            # Fixed: a buffer left out of the checkpoint, computed again on loading.
+            self.register_buffer("pos_embedding_fixed",
+                                 sincos_pos_embedding((rows, cols), dim), persistent=False)
+
     def _init_weights(self) -> None:
         # BERT's and DeiT's init: truncated normal, std 0.02, for tokens, embeddings and
         # every linear layer; zero biases.
-        for p in (self.class_token, self.dist_token, self.pos_embedding):
+        for p in (self.class_token, self.dist_token, self.pos_embedding,
+                  getattr(self, "pos_embedding_rows", None),
+                  getattr(self, "pos_embedding_cols", None)):
             if p is not None:
                 nn.init.trunc_normal_(p, std=0.02)
         for m in self.modules():
@@ -193,18 +264,37 @@ class VisionTransformer(ImageClassifier):
                     nn.init.zeros_(m.bias)
 
     # -- the network ---------------------------------------------------------------------
-    def _pos_embedding_for(self, grid: tuple[int, int]) -> torch.Tensor:
-        if grid == tuple(self.grid_size):
-            return self.pos_embedding
-        return resize_pos_embedding(self.pos_embedding, grid, self.num_prefix_tokens,
-                                    old_grid=self.grid_size)
+    def _pos_embedding_for(self, grid: tuple[int, int]) -> torch.Tensor | None:
+        """The embeddings added to the tokens of an input with this patch grid, (1, tokens,
+        D), or None for "none"."""
+        grid, kind = tuple(grid), self.pos_embedding_kind
+        if kind == "none":
+            return None
+        if kind == "learned":
+            if grid == tuple(self.grid_size):
+                return self.pos_embedding
+            return resize_pos_embedding(self.pos_embedding, grid, self.num_prefix_tokens,
+                                        old_grid=self.grid_size)
+        if kind == "sincos":
+            patches = (self.pos_embedding_fixed if grid == tuple(self.grid_size) else
+                       sincos_pos_embedding(grid, self.embed_dim).to(self.pos_embedding_fixed))
+        else:   # learned_2d: the patch at (r, c) gets [row r's half, column c's half]
+            rows = resize_axis_embedding(self.pos_embedding_rows, grid[0])
+            cols = resize_axis_embedding(self.pos_embedding_cols, grid[1])
+            patches = torch.cat([rows[:, None].expand(-1, grid[1], -1),
+                                 cols[None, :].expand(grid[0], -1, -1)], dim=-1)
+            patches = patches.reshape(1, grid[0] * grid[1], self.embed_dim)
+        # The class and distillation tokens have no row or column: nothing is added to them.
+        prefix = patches.new_zeros(1, self.num_prefix_tokens, self.embed_dim)
+        return torch.cat([prefix, patches], dim=1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
         x = self.patch_embed(x)
         prefix = [t for t in (self.class_token, self.dist_token) if t is not None]
         x = torch.cat([t.expand(x.shape[0], -1, -1) for t in prefix] + [x], dim=1)
-        x = self.pos_drop(x + self._pos_embedding_for(grid))
+        pos = self._pos_embedding_for(grid)
+        x = self.pos_drop(x if pos is None else x + pos)
         return self.norm(self.blocks(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False
@@ -279,6 +369,10 @@ class VisionTransformer(ImageClassifier):
                 and pos.shape[1] != self.num_tokens):
             out["pos_embedding"] = resize_pos_embedding(pos, self.grid_size,
                                                         self.num_prefix_tokens)
+        for key, n in (("pos_embedding_rows", self.grid_size[0]),
+                       ("pos_embedding_cols", self.grid_size[1])):
+            if self.pos_embedding_kind == "learned_2d" and key in out and out[key].ndim == 2:
+                out[key] = resize_axis_embedding(out[key], n)
         return out
 
     checkpoint_key_maps = {

@@ -36,7 +36,8 @@ def estimate_cost(protocol: Protocol, entry: ModelEntry, train) -> float | None:
         size = recipe.image_size or train.image_size or 224
         small = size <= 64 if recipe.small_input is None else recipe.small_input
         prof = profile(entry.name, img_size=size, in_chans=train.in_chans, device="meta",
-                       num_classes=train.num_classes, small_input=small, **recipe.model_kwargs)
+                       num_classes=train.num_classes, small_input=small,
+                       model_kwargs=recipe.model_kwargs)
         images = len(train) * recipe.train_fraction * (1 - recipe.val_fraction) * recipe.epochs
         return 3.0 * prof.macs * images
     except Exception:  # noqa: BLE001 - only an estimate

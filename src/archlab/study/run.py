@@ -147,7 +147,8 @@ def _run_network(entry: ModelEntry, run: Run, protocol: Protocol, train, test, r
                                     amp)
     kwargs = dict(t.info["model_kwargs"])
     in_chans = kwargs.pop("in_chans", pre["in_chans"])
-    prof = profile(entry.name, img_size=size, in_chans=in_chans, device="meta", **kwargs)
+    prof = profile(entry.name, img_size=size, in_chans=in_chans, device="meta",
+                   model_kwargs=kwargs)
     last = t.history[-1] if t.history else {}
     measures = RunMeasures(
         epochs_done=len(t.history), train_time=last.get("train_time"), params=prof.params,
