@@ -70,11 +70,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
                  "test_fraction": 0.5},
         "pool": 0.2, "epochs": 2, "batch_size": 64, "fractions": FRACTIONS,
         "resnet": {"layers": [1, 1, 1], "widths": [16, 32, 64], "stem_width": 16},
-        # 4 px patches of a 16 px image: a 4x4 grid of tokens. (The position embedding is
-        # kept for the 32 px default grid and resized to 4x4 in the forward pass: the study
-        # cannot pass the ViT's img_size, which profile() takes for the input's size.)
-        "vit": {"patch_size": 4, "small_patch_size": 4, "embed_dim": 64, "depth": 4,
-                "num_heads": 4},
+        # 4 px patches of a 16 px image: a 4x4 grid of tokens, the position embedding
+        # sized for it.
+        "vit": {"img_size": 16, "patch_size": 4, "small_patch_size": 4, "embed_dim": 64,
+                "depth": 4, "num_heads": 4},
         "seeds": 2, "jobs": 2,
     },
     "full": {    # a GPU: CIFAR-10's 50,000 images are the pool, 30 epochs of it
