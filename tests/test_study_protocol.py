@@ -3,6 +3,7 @@ the hash covers what changes training and nothing else, command-line changes app
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -235,3 +236,15 @@ def test_a_model_may_train_on_its_own_share_of_the_training_pool(tmp_path):
         text = GOOD.replace("    recipe: {lr: 0.1}", f"    recipe: {{lr: 0.1, {bad}}}")
         msg = problem(tmp_path, text)
         assert expected in msg and f"line {line_of(text, bad)}:" in msg, msg
+
+
+def test_the_readme_protocol_example_is_valid():
+    # The README's YAML example is what a newcomer copies: it must parse as it stands.
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = readme.split("```yaml\nname: my-study", 1)[1].split("```", 1)[0]
+    p = parse_protocol(yaml.safe_load("name: my-study" + text), source="README.md")
+    entries = {m.label: m for m in p.models}
+    assert entries["resnet20-10pct"].recipe == {"train_fraction": 0.1}
+    assert entries["vit_tiny_patch4_32"].model_kwargs["pos_embedding"] == "sincos"
