@@ -55,6 +55,9 @@ def test_each_label_switches_on_exactly_its_technique():
     for label in (rg.SMOOTHING, rg.AUGMENT):
         assert entries[label]["model_kwargs"] == base["model_kwargs"]
     assert entries[rg.ALL]["recipe"] == {"augment": "alexnet", "label_smoothing": 0.1}
+    for label, preset in rg.OTHER_AUGMENTS.items():     # each other preset alone
+        assert entries[label]["recipe"] == {**base["recipe"], "augment": preset}
+        assert entries[label]["model_kwargs"] == base["model_kwargs"]
     assert p["tta"] == ["ten_crop:pad"]   # AlexNet's crops, at the training scale
     drops = {label: [m.p for m in create_model(rg.MODEL, num_classes=10, in_chans=1,
                                                small_input=True, **e["model_kwargs"]).modules()
@@ -99,7 +102,7 @@ def test_ten_crops_are_judged_on_the_augmentation_runs_and_holm_covers_all_five(
 def test_the_full_protocol_parses():
     p = parse_protocol(rg.protocol("full", [0, 1]), source="regularisation", default_name="r")
     assert p.dataset == "cifar10" and [m.label for m in p.models] == [
-        rg.BASELINE, rg.DROPOUT, rg.SMOOTHING, rg.AUGMENT, rg.ALL]
+        rg.BASELINE, rg.DROPOUT, rg.SMOOTHING, rg.AUGMENT, *rg.OTHER_AUGMENTS, rg.ALL]
 
 
 def test_regularisation_runs_as_a_study_and_writes_its_page(tmp_path, monkeypatch):
@@ -112,5 +115,7 @@ def test_regularisation_runs_as_a_study_and_writes_its_page(tmp_path, monkeypatc
         "jobs": 1})
     outcome, record = run_experiment_twice("regularisation", rg.decide, tmp_path, figures=2,
                                            page_shows=("ten-crop",))
-    assert set(record["numbers"]["variants"]) == {rg.BASELINE, *rg.TECHNIQUES, rg.ALL}
-    assert len(outcome.rows) == 6 and len(outcome.rows[0]) == len(outcome.headers)
+    assert set(record["numbers"]["variants"]) == {rg.BASELINE, *rg.TECHNIQUES, rg.ALL,
+                                                  *rg.OTHER_AUGMENTS}
+    assert "the other augmentation presets: basic" in record["because"]
+    assert len(outcome.rows) == 9 and len(outcome.rows[0]) == len(outcome.headers)
