@@ -37,7 +37,8 @@ def test_the_page_gathers_each_claim_with_its_verdict_and_rerun_command(course):
         record = json.loads((out / name / "verdict.json").read_text())
         e = EXPERIMENTS[name]
         # The index row links to the section; the section holds source, paper, ours, verdict.
-        assert f'<a href="#{name}">{name}</a>' in html and f'<section class="claim" id="{name}">' in html
+        assert f'<a href="#{name}">{name}</a>' in html
+        assert f'<section class="claim" id="{name}">' in html
         section = html.split(f'id="{name}">', 1)[1].split("</section>", 1)[0]
         for text in (e.source, e.paper, record["because"], record["verdict"]):
             assert _escaped(text) in section, text

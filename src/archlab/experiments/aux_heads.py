@@ -59,7 +59,7 @@ GRAD = "grad_norm:"        # the step curve's column prefix (train/step_curve.py
 PAPER_GAIN = {"GoogLeNet, as Inception v3 quotes it": 0.5, "Inception v3, BN head": 0.4}
 
 SETTINGS: dict[str, dict[str, Any]] = {
-    "quick": {   # this CPU, minutes: GoogLeNet at an eighth of its width, 16 px, a tenth of the data
+    "quick": {   # this CPU, minutes: GoogLeNet at 1/8 of its width, 16 px, a tenth of the data
         "data": {"dataset": "fashion-mnist", "image_size": 16, "val_fraction": 0.02,
                  "train_fraction": 0.1, "test_fraction": 0.5},
         "recipe": {"epochs": 3, "batch_size": 64, "curve_every": 10},

@@ -451,5 +451,5 @@ def _check_kwargs(name: str, kwargs: dict[str, Any]) -> str | None:
 
 
 __all__ = ["AUGMENT_KEYS", "BUDGET_KEYS", "DATA_FIELDS", "DATA_KEYS", "ENTRY_DATA_FIELDS",
-           "ENTRY_KEYS", "MEASURE_KEYS", "ProtocolChecker", "ProtocolError", "TOP_KEYS", "parse_duration",
-           "select_models", "set_dotted", "yaml_with_lines"]
+           "ENTRY_KEYS", "MEASURE_KEYS", "ProtocolChecker", "ProtocolError", "TOP_KEYS",
+           "parse_duration", "select_models", "set_dotted", "yaml_with_lines"]
