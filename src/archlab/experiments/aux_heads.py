@@ -37,7 +37,6 @@ The training error after the first epoch is shown for Inception v3's point (no f
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -147,7 +146,6 @@ class AuxHeads(Experiment):
     trains = True
 
     def run(self, ctx: Context) -> Outcome:
-        t0 = time.perf_counter()
         seeds = seeds_for(ctx, SETTINGS)
         runs = by_label(train_study(self.name, protocol(ctx.scale, seeds), ctx))
         variants = compare_variants(runs, BASELINE)
@@ -181,8 +179,7 @@ class AuxHeads(Experiment):
                    "gradient adds to the main loss's below modules 4a and 4d; the recorded "
                    "training error is the main classifier's.",
                    "The gradient norm is measured after backpropagation and before the "
-                   "optimizer step (recipe.grad_norms, train/step_curve.py)."],
-            seconds=time.perf_counter() - t0)
+                   "optimizer step (recipe.grad_norms, train/step_curve.py)."])
 
 
 def _gradient_figure(runs: Mapping[str, Sequence]) -> str:

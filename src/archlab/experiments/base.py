@@ -66,7 +66,7 @@ class Outcome:
     figures: list[Figure] = field(default_factory=list)
     numbers: dict[str, Any] = field(default_factory=dict)   # what `decide` read, as JSON
     notes: list[str] = field(default_factory=list)
-    seconds: float | None = None
+    seconds: float | None = None                   # set by registry.run_experiment
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:

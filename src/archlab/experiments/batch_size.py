@@ -32,7 +32,6 @@ narrow the gap, which is why the verdict asks for a significant difference, not 
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -155,7 +154,6 @@ class BatchSize(Experiment):
     trains = True
 
     def run(self, ctx: Context) -> Outcome:
-        t0 = time.perf_counter()
         s = SETTINGS[ctx.scale]
         seeds = seeds_for(ctx, SETTINGS)
         runs = by_label(train_study(self.name, protocol(ctx.scale, seeds), ctx))
@@ -182,8 +180,7 @@ class BatchSize(Experiment):
                    "(by mean top-1); 'better'/'worse' need McNemar's test (Holm-adjusted) "
                    "and the paired bootstrap interval to agree.",
                    "One base learning rate for every batch size, where the paper swept "
-                   "several: a rate tuned for the large batches could narrow their gap."],
-            seconds=time.perf_counter() - t0)
+                   "several: a rate tuned for the large batches could narrow their gap."])
 
 
 __all__ = ["BatchSize", "best_small", "decide", "lr_for", "protocol"]

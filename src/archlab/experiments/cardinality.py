@@ -43,7 +43,6 @@ runs less efficiently: the study's measured throughput shows what equal MACs cos
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Mapping, Sequence
 
 from archlab._plot import figure, to_svg
@@ -182,7 +181,6 @@ class Cardinality(Experiment):
     trains = True
 
     def run(self, ctx: Context) -> Outcome:
-        t0 = time.perf_counter()
         configs = configurations(SETTINGS[ctx.scale])
         variants, runs = rv.train_variants(
             self.name, SETTINGS, lambda scale, seeds: protocol(scale, seeds, configs), ctx,
@@ -220,7 +218,7 @@ class Cardinality(Experiment):
              Figure("Training error against steps", _curves(runs),
                     "Mean over seeds of the training error, recorded every few steps, as "
                     "ResNeXt's Figure 5 draws its training curves.")],
-            numbers=numbers, notes=_notes(configs), seconds=time.perf_counter() - t0)
+            numbers=numbers, notes=_notes(configs))
 
 
 def _curves(runs: Mapping[str, Sequence[Any]]) -> str:

@@ -45,7 +45,6 @@ holds, does not when any does not, and is inconclusive otherwise.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -240,7 +239,6 @@ class CompoundScaling(Experiment):
     trains = True
 
     def run(self, ctx: Context) -> Outcome:
-        t0 = time.perf_counter()
         b_series, custom = b_series_costs(), custom_costs()
         configs = equal_cost_variants(ctx.scale)
         seeds = seeds_for(ctx, SETTINGS)
@@ -273,8 +271,7 @@ class CompoundScaling(Experiment):
                     cost_accuracy_figure(variants, "test top-1 against MACs", "compound-acc"),
                     "Each network's test top-1 (mean over seeds, 95% interval) at its MACs; "
                     "the four scaled ones cost about twice the baseline (b0).")],
-            numbers=numbers, notes=_notes(b_series, custom, configs),
-            seconds=time.perf_counter() - t0)
+            numbers=numbers, notes=_notes(b_series, custom, configs))
 
 
 def _difference(v: Variant) -> dict[str, Any]:

@@ -44,7 +44,6 @@ tie on the smallest fraction, a gap narrowing by less than half) is inconclusive
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -253,7 +252,6 @@ class DataEfficiency(Experiment):
     trains = True
 
     def run(self, ctx: Context) -> Outcome:
-        t0 = time.perf_counter()
         s = SETTINGS[ctx.scale]
         seeds = seeds_for(ctx, SETTINGS)
         runs = by_label(train_study(self.name, protocol(ctx.scale, seeds), ctx))
@@ -275,8 +273,7 @@ class DataEfficiency(Experiment):
                    f"Equal steps: {s['epochs']} epochs at 100%, 1/fraction times as many "
                    "at smaller shares, so no fraction is undertrained for lack of steps.",
                    "ViT against ResNet at each share: McNemar's exact test and the paired "
-                   "bootstrap interval, Holm-adjusted across the five shares."],
-            seconds=time.perf_counter() - t0)
+                   "bootstrap interval, Holm-adjusted across the five shares."])
 
 
 __all__ = ["DataEfficiency", "crossing", "curves", "decide", "epochs_for", "protocol"]

@@ -40,7 +40,6 @@ this scale's answer, not the paper's, and the page says so.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -162,7 +161,6 @@ class Degradation(Experiment):
     trains = True
 
     def run(self, ctx: Context) -> Outcome:
-        t0 = time.perf_counter()
         s = SETTINGS[ctx.scale]
         seeds = seeds_for(ctx, SETTINGS)
         runs = by_label(train_study(self.name, protocol(ctx.scale, seeds), ctx))
@@ -198,8 +196,7 @@ class Degradation(Experiment):
                    "batch, weight decay on); held-out error: the validation split after "
                    "each epoch; test error: the test split once, at the end.",
                    "The paper's figure 6 shows one run per depth, with the training error on "
-                   "augmented batches; here each curve is the mean over the seeds."],
-            seconds=time.perf_counter() - t0)
+                   "augmented batches; here each curve is the mean over the seeds."])
 
 
 def _val_curve(history: Sequence[dict[str, Any]]) -> tuple[list[int], list[float]]:

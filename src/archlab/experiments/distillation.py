@@ -51,7 +51,6 @@ worth most; the gap that distillation closes is the thing to read.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 from archlab.experiments.base import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context, Experiment,
@@ -202,7 +201,6 @@ class Distillation(Experiment):
     trains = True
 
     def run(self, ctx: Context) -> Outcome:
-        t0 = time.perf_counter()
         runs = train_all(self.name, ctx)
         students = {k: runs[k] for k in STUDENTS}
         variants = compare_variants(students, ALONE)
@@ -239,8 +237,7 @@ class Distillation(Experiment):
                    f"({t['outcome']}); the teacher's top-1 {top1_text(t)}%.",
                    "Soft and hard against the token: " + "; ".join(
                        f"{k} {delta_text(vs)} ({vs['outcome']})"
-                       for k, vs in numbers["vs_token"].items() if k != TOKEN) + "."],
-            seconds=time.perf_counter() - t0)
+                       for k, vs in numbers["vs_token"].items() if k != TOKEN) + "."])
 
 
 __all__ = ["Distillation", "decide", "student_protocol", "teacher_protocol", "train_all"]

@@ -34,7 +34,6 @@ beside them.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -134,7 +133,6 @@ class FixRes(Experiment):
     trains = True
 
     def run(self, ctx: Context) -> Outcome:
-        t0 = time.perf_counter()
         s = SETTINGS[ctx.scale]
         seeds = seeds_for(ctx, SETTINGS)
         runs = by_label(train_at_sizes(self.name, protocol(ctx.scale, seeds),
@@ -168,8 +166,7 @@ class FixRes(Experiment):
                    "them with one another only.",
                    "The paired test: McNemar's exact test over every seed's test images and "
                    "the paired bootstrap interval of the difference, Holm over the two; "
-                   "'better' or 'worse' only when both agree."],
-            seconds=time.perf_counter() - t0)
+                   "'better' or 'worse' only when both agree."])
 
 
 __all__ = ["FixRes", "decide", "protocol", "sizes"]

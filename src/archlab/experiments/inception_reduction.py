@@ -38,7 +38,6 @@ multiply-adds buy, if anything.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -238,7 +237,6 @@ class InceptionReduction(Experiment):
     trains = True
 
     def run(self, ctx: Context) -> Outcome:
-        t0 = time.perf_counter()
         width = equal_cost_width(ctx.scale)
         seeds = seeds_for(ctx, SETTINGS)
         runs = by_label(train_study(self.name, protocol(ctx.scale, seeds, width), ctx))
@@ -266,8 +264,7 @@ class InceptionReduction(Experiment):
                    "biases, no batch norm (which adds no MACs the counter sees). The trained "
                    "networks are torchvision's form (batch norm, 3×3 in place of the 5×5).",
                    f"The naive network at equal cost has width {width} against "
-                   f"{numbers['width']} for the other two."],
-            seconds=time.perf_counter() - t0)
+                   f"{numbers['width']} for the other two."])
 
 
 def _rows(numbers: dict[str, Any]) -> list[list[str]]:

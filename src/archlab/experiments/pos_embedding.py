@@ -39,7 +39,6 @@ the gap: it does not. Anything else (a kind tied with none): inconclusive.
 from __future__ import annotations
 
 import itertools
-import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -195,7 +194,6 @@ class PosEmbedding(Experiment):
     trains = True
 
     def run(self, ctx: Context) -> Outcome:
-        t0 = time.perf_counter()
         seeds = seeds_for(ctx, SETTINGS)
         runs = by_label(train_study(self.name, protocol(ctx.scale, seeds), ctx))
         variants = compare_variants(runs, NONE)
@@ -229,8 +227,7 @@ class PosEmbedding(Experiment):
                    + "; ".join(" ".join(p) for p in pairs),
                    "The paired tests: McNemar's exact test over every seed's test images and "
                    "the paired bootstrap interval of the difference in top-1; 'better' or "
-                   "'worse' only when both agree."],
-            seconds=time.perf_counter() - t0)
+                   "'worse' only when both agree."])
 
 
 __all__ = ["PosEmbedding", "between_kinds", "decide", "protocol", "similarity_figure"]

@@ -43,7 +43,6 @@ are equal, not for a network's first layer.
 """
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from typing import Any, Sequence
 
@@ -264,7 +263,6 @@ class ReceptiveField(Experiment):
     trains = True
 
     def run(self, ctx: Context) -> Outcome:
-        t0 = time.perf_counter()
         s = SETTINGS[ctx.scale]
         rows = fields(s["draws"])
         seeds = seeds_for(ctx, SETTINGS)
@@ -300,8 +298,7 @@ class ReceptiveField(Experiment):
             notes=[f"Costs at C = {CHANNELS} channels in and out on a {SIZE}×{SIZE} map, "
                    "counted by analysis.profile on the meta device; biases included.",
                    f"The gradient maps average {s['draws']} random initialisations of a "
-                   f"{FIELD_CHANNELS}-channel block, {FIELD_INPUTS} random inputs each."],
-            seconds=time.perf_counter() - t0)
+                   f"{FIELD_CHANNELS}-channel block, {FIELD_INPUTS} random inputs each."])
 
 
 def _rows(numbers: dict[str, Any]) -> list[list[str]]:

@@ -76,8 +76,7 @@ def run_experiment(name: str, ctx: Context | None = None) -> Outcome:
     ctx.say(f"{experiment.name}: {experiment.claim}")
     t0 = time.perf_counter()
     outcome = experiment.run(ctx)
-    if outcome.seconds is None:
-        outcome.seconds = time.perf_counter() - t0
+    outcome.seconds = time.perf_counter() - t0
     outcome.seconds = measured_seconds(experiment, outcome, ctx)
     page = write_page(experiment, outcome, ctx)
     ctx.say(f"  {outcome.verdict}: {outcome.because}")

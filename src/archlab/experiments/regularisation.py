@@ -55,7 +55,6 @@ the two apart, not that the technique does nothing.
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -222,7 +221,6 @@ class Regularisation(Experiment):
     trains = True
 
     def run(self, ctx: Context) -> Outcome:
-        t0 = time.perf_counter()
         seeds = seeds_for(ctx, SETTINGS)
         runs = by_label(train_study(self.name, protocol(ctx.scale, seeds), ctx))
         judged = judge(runs)
@@ -263,8 +261,7 @@ class Regularisation(Experiment):
                    "augmentation, the three other augmentation presets, all three, ten "
                    "crops) are Holm-adjusted together; a "
                    "technique is better or worse only when McNemar's test and the bootstrap "
-                   "interval agree."],
-            seconds=time.perf_counter() - t0)
+                   "interval agree."])
 
 
 def _last(run, key: str) -> float | None:

@@ -43,7 +43,6 @@ paper's setting: ResNet-110 on CIFAR-10 for its 64k iterations.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -123,7 +122,6 @@ class Shortcuts(Experiment):
     trains = True
 
     def run(self, ctx: Context) -> Outcome:
-        t0 = time.perf_counter()
         s = SETTINGS[ctx.scale]
         seeds = seeds_for(ctx, SETTINGS)
         runs = by_label(train_study(self.name, protocol(ctx.scale, seeds), ctx))
@@ -156,8 +154,7 @@ class Shortcuts(Experiment):
             numbers=numbers,
             notes=["All five units move the same layers, so they have the same parameters "
                    "and MACs; (e) takes the stem's batch norm to the network's end, (d) its "
-                   "ReLU."],
-            seconds=time.perf_counter() - t0)
+                   "ReLU."])
 
 
 def _errors(variants: Mapping[str, Variant]) -> str:

@@ -37,7 +37,6 @@ training is reported beside it.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -153,7 +152,6 @@ class StagedVGG(Experiment):
     trains = True
 
     def run(self, ctx: Context) -> Outcome:
-        t0 = time.perf_counter()
         s = SETTINGS[ctx.scale]
         seeds = seeds_for(ctx, SETTINGS)
         first = by_label(train_study(self.name, protocol(ctx.scale, seeds), ctx))
@@ -192,8 +190,7 @@ class StagedVGG(Experiment):
                    "): the staged E's full cost is its own steps plus that.",
                    "The paired test: McNemar's exact test over every seed's test images and "
                    "the paired bootstrap interval of the difference; 'better' or 'worse' "
-                   "only when both agree."],
-            seconds=time.perf_counter() - t0)
+                   "only when both agree."])
 
 
 def measure(runs: dict[str, list]) -> dict[str, Any]:

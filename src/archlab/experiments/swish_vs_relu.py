@@ -32,7 +32,6 @@ large it is depends on the network, its depth, the data and how long it trains.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 from archlab.experiments.base import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Context, Experiment,
@@ -111,7 +110,6 @@ class SwishVsRelu(Experiment):
     trains = True
 
     def run(self, ctx: Context) -> Outcome:
-        t0 = time.perf_counter()
         seeds = seeds_for(ctx, SETTINGS)
         runs = by_label(train_study(self.name, protocol(ctx.scale, seeds), ctx))
         variants = compare_variants(runs, BASELINE)
@@ -134,8 +132,7 @@ class SwishVsRelu(Experiment):
                    "excitation's included, is the one named.",
                    "The paired test: McNemar's exact test over every seed's test images, "
                    "and the paired bootstrap interval of the difference in top-1; Swish is "
-                   "'better' or 'worse' only when both agree."],
-            seconds=time.perf_counter() - t0)
+                   "'better' or 'worse' only when both agree."])
 
 
 __all__ = ["SwishVsRelu", "decide", "protocol"]

@@ -49,7 +49,6 @@ is otherwise inconclusive.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 from torch import nn
@@ -145,7 +144,6 @@ class Tricks(Experiment):
     trains = True
 
     def run(self, ctx: Context) -> Outcome:
-        t0 = time.perf_counter()
         setting = SETTINGS[ctx.scale]
         variants, _ = rv.train_variants(self.name, SETTINGS, protocol, ctx, BASELINE)
         numbers = {"variants": as_numbers(variants), "cost_limit": COST_LIMIT,
@@ -172,7 +170,7 @@ class Tricks(Experiment):
                  variants, "Test top-1 against MACs", "tricks-cost"),
                  "Each variant's mean test top-1 (95% interval over seeds) against its MACs "
                  "per image at this scale, where the deep stem weighs more than at 224 px.")],
-            numbers=numbers, notes=_notes(numbers, setting), seconds=time.perf_counter() - t0)
+            numbers=numbers, notes=_notes(numbers, setting))
 
 
 def _notes(numbers: dict[str, Any], setting: dict[str, Any]) -> list[str]:
