@@ -1,57 +1,11 @@
-"""Building the peers (torchvision, timm, efficientnet-pytorch) that archlab is checked against.
-
-A family whose peer needs constructor arguments to be the same network as archlab's
-registered variant names them in PEER_KWARGS; archlab-side overrides go in OURS_KWARGS.
-"""
+"""What the parity tests share: the peers (archlab.models.peers builds them), counts, random
+norm statistics and the tolerance of equal logits."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-# (source, peer name) -> kwargs for the peer's constructor.
-PEER_KWARGS: dict[tuple[str, str], dict] = {
-    ("torchvision", "googlenet"): dict(aux_logits=True, init_weights=True),
-    ("torchvision", "inception_v3"): dict(aux_logits=True, init_weights=True),
-    # timm's ViT-L/32 is the head-less ImageNet-21k backbone by default.
-    ("timm", "vit_large_patch32_224"): dict(num_classes=1000),
-    # efficientnet-pytorch pads statically for the image size it is built for (B1's 240 px
-    # gives odd maps that 64 px does not); image_size=None is its dynamic 'same' padding,
-    # equal to the static one at that size and to ours at every size.
-    **{("efficientnet-pytorch", f"efficientnet-b{i}"): dict(image_size=None) for i in range(8)},
-    # timm's efficientnet_b5..b7 and efficientnetv2_s/m keep PyTorch's batch-norm eps;
-    # torchvision's (and TensorFlow's) use 1e-3.
-    **{("timm", n): dict(bn_eps=1e-3) for n in (
-        "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnetv2_s",
-        "efficientnetv2_m")},
-}
-# archlab name -> create_model overrides that make it the peer's network.
-OURS_KWARGS: dict[str, dict] = {
-    # timm's MobileNet v1 uses ReLU6 like TF-slim's release; the paper (and our default) ReLU.
-    "mobilenet_v1_100": dict(act="relu6"),
-}
-
-
-def build_peer(source: str, name: str, device: str | torch.device = "cpu") -> nn.Module:
-    kwargs = PEER_KWARGS.get((source, name), {})
-    with torch.device(device):
-        if source == "torchvision":
-            import torchvision
-
-            return torchvision.models.get_model(name, weights=None, **kwargs)
-        if source == "timm":
-            import timm
-
-            return timm.create_model(name, pretrained=False, **kwargs)
-        if source == "efficientnet-pytorch":
-            from efficientnet_pytorch import EfficientNet
-
-            peer = EfficientNet.from_name(name, **kwargs)
-            # Its default swish is a custom autograd function whose float rounding differs
-            # from x·sigmoid(x) by an ulp, which random deep nets amplify past 1e-5; the plain
-            # form is the same function and matches ours bit for bit.
-            peer.set_swish(memory_efficient=False)
-            return peer
-    raise ValueError(source)
+from archlab.models.peers import OURS_KWARGS, build_peer  # noqa: F401
 
 
 def count_params(model: nn.Module) -> int:

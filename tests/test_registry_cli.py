@@ -151,18 +151,21 @@ def test_recipe_flags_come_from_the_recipe_fields(capsys):
     help_text = capsys.readouterr().out
     text = " ".join(help_text.split())
     flagged = [f for f in dataclasses.fields(archlab.Recipe) if "help" in f.metadata]
-    assert {"epochs", "batch_size", "lr", "amp", "fine_tune", "unfrozen_lr"} <= {
+    assert {"epochs", "batch_size", "lr", "precision", "fine_tune", "unfrozen_lr"} <= {
         f.name for f in flagged}
     for f in flagged:
         assert "--" + f.name.replace("_", "-") in text
         # argparse wraps lines at spaces and hyphens: compare without the whitespace.
         assert "".join(f.metadata["help"].split()) in "".join(help_text.split())
-    assert "--amp, --no-amp" in text and "{sgd,adamw}" in text
+    assert "--channels-last, --no-channels-last" in text and "{sgd,adamw}" in text
+    assert "{auto,fp32,bf16,fp16}" in text
     args = build_parser().parse_args(
-        ["train", "--epochs", "3", "--no-amp", "--unfrozen-lr", "1e-4", "1e-3",
+        ["train", "--epochs", "3", "--precision", "fp32", "--no-channels-last",
+         "--unfrozen-lr", "1e-4", "1e-3",
          "--set", "model_kwargs={act: tanh}", "--set", "moms=null"])
     recipe = recipe_from_args(args)
-    assert (recipe.epochs, recipe.amp, recipe.unfrozen_lr) == (3, False, (1e-4, 1e-3))
+    assert (recipe.epochs, recipe.precision, recipe.channels_last, recipe.unfrozen_lr) == (
+        3, "fp32", False, (1e-4, 1e-3))
     assert recipe.model_kwargs == {"act": "tanh"} and recipe.moms is None
     assert recipe.batch_size == archlab.Recipe().batch_size  # a flag not given leaves it
 

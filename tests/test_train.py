@@ -205,10 +205,12 @@ def test_same_seed_same_run(tmp_path):
     assert a.history[-1]["val_top1"] > 0.3
 
 
-def test_bf16_autocast_and_channels_last_train_on_the_cpu():
-    # The switches a GPU gets by default, exercised here on the CPU.
-    result = fit("resnet20", "digits", tiny_recipe(epochs=1, amp=True, channels_last=True),
-                 verbose=False)
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_autocast_and_channels_last_train_on_the_cpu(precision):
+    # The settings a GPU gets, exercised here on the CPU (fp16 with its gradient scaler).
+    result = fit("resnet20", "digits", tiny_recipe(epochs=1, precision=precision,
+                                                   channels_last=True), verbose=False)
+    assert result.info["speed"]["precision"] == precision
     row = result.history[-1]
     assert math.isfinite(row["train_loss"]) and row["val_top1"] > 0.15
     conv = next(m for m in result.model.modules() if isinstance(m, nn.Conv2d))

@@ -20,6 +20,9 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "--in-chans": dict(type=int, default=3),
     "--num-classes": dict(type=int, default=1000),
     "--small-input": dict(action="store_true", help="the 28-64 px variant"),
+    "--precision": dict(choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                        help="autocast precision; auto: the fastest measured, bf16 only "
+                             "where the device has bf16 matrix units"),
 }
 
 

@@ -148,8 +148,8 @@ def _parser_eval(sub) -> None:
     p = add_command(sub, "eval", cmd_eval)
     add_options(p, "checkpoint")
     p.add_argument("--data", help="dataset spec (default: the one it trained on)")
-    add_options(p, "--data-root", "--split", "--batch-size", "--device", "--workers", "--strict",
-                "--json")
+    add_options(p, "--data-root", "--split", "--batch-size", "--device", "--precision",
+                "--workers", "--strict", "--json")
     p.add_argument("--no-confusion", action="store_true", help="skip the confusion matrix")
     p.add_argument("--tta", metavar="VIEWS",
                    help="test-time augmentation: average the softmax over views: flip, shift, "
@@ -177,17 +177,20 @@ def cmd_eval(args) -> int:
     result = evaluate(args.checkpoint, data, split=args.split, batch_size=args.batch_size,
                       device=args.device, workers=args.workers, strict=args.strict,
                       root=args.data_root, progress=not args.json, tta=args.tta,
-                      tta_beta=args.tta_beta, tta_crop_from=args.tta_crop_from)
+                      tta_beta=args.tta_beta, tta_crop_from=args.tta_crop_from,
+                      precision=args.precision)
     m = result.metrics
     if args.json:
         print(json.dumps({**m.as_dict(), "data": result.data, "tta": result.tta,
-                          "views": result.views, "issues": result.issues.as_dict()},
+                          "views": result.views, "speed": result.speed,
+                          "issues": result.issues.as_dict()},
                          indent=1))
         return 0
     tta = (f", TTA {result.tta}: mean of {result.views} views per image"
            + (f" (plain view weighted {args.tta_beta:g})" if args.tta_beta is not None else "")
            if result.tta else "")
     print(f"{args.checkpoint} on {result.data}: {m.n:,} images{tta}")
+    print(f"  speed: {result.speed}")
     print(f"  top-1 {m.top1:.2%}" + (f"  top-5 {m.top5:.2%}" if m.top5 is not None else "")
           + f"  loss {m.loss:.4f}")
     print()
@@ -204,7 +207,7 @@ def _parser_predict(sub) -> None:
     p = add_command(sub, "predict", cmd_predict)
     add_options(p, "checkpoint")
     p.add_argument("images", nargs="+", help="image files or folders")
-    add_options(p, "--top-k", "--batch-size", "--device", "--json",
+    add_options(p, "--top-k", "--batch-size", "--device", "--precision", "--json",
                 batch_size=dict(default=64))
 
 
@@ -214,7 +217,8 @@ def cmd_predict(args) -> int:
     Classify image files (or every image in folders) with a model trained by `archlab
     train`; prints the top-k classes with their probabilities."""
     results = predict(args.checkpoint, args.images, top_k=args.top_k,
-                      batch_size=args.batch_size, device=args.device)
+                      batch_size=args.batch_size, device=args.device,
+                      precision=args.precision)
     if args.json:
         print(json.dumps(results, indent=1))
     else:

@@ -7,6 +7,8 @@ import time
 
 import torch
 
+from archlab.analysis.speed import autocast
+
 
 class PeakMemory:
     """Peak memory of one run: the CUDA allocator's peak on a GPU; on a CPU the process's
@@ -44,7 +46,7 @@ class PeakMemory:
 @torch.no_grad()
 def measure_throughput(model: torch.nn.Module, input_shape: tuple[int, ...],
                        device: torch.device, batch_size: int = 256, seconds: float = 2.0,
-                       amp: bool = False) -> float:
+                       precision: str = "fp32") -> float:
     """Inference images per second at `batch_size` (after one warm-up batch)."""
     was_training = model.training
     model.eval()
@@ -55,7 +57,7 @@ def measure_throughput(model: torch.nn.Module, input_shape: tuple[int, ...],
             torch.cuda.synchronize(device)
 
     try:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast(device.type, precision):
             model(x)
             sync()
             n, t0 = 0, time.perf_counter()

@@ -136,15 +136,17 @@ def _run_network(entry: ModelEntry, run: Run, protocol: Protocol, train, test, r
     t = _train_network(entry, run, protocol, train, run_dir, ctx, heartbeat, recipe, device)
     train_peak = memory.read()
     pre = t.info["preprocess"]
-    amp = device.type == "cuda" if recipe.amp is None else recipe.amp
+    # The test pass and the throughput in the precision the run trained in.
+    speed = t.info.get("speed", {})          # absent from runs written before it was kept
+    precision = speed.get("precision", "fp32")
     metrics, tta = evaluate_tta(t.model, pre, test, protocol.tta, device,
-                                batch_size=max(256, 2 * recipe.batch_size), amp=amp,
-                                workers=recipe.workers)
+                                batch_size=max(256, 2 * recipe.batch_size),
+                                precision=precision, workers=recipe.workers)
     m = protocol.measure
     size = pre["image_size"]
     throughput = measure_throughput(t.model, (pre["in_chans"], size, size), device,
                                     int(m["throughput_batch"]), float(m["throughput_seconds"]),
-                                    amp)
+                                    precision)
     kwargs = dict(t.info["model_kwargs"])
     in_chans = kwargs.pop("in_chans", pre["in_chans"])
     prof = profile(entry.name, img_size=size, in_chans=in_chans, device="meta",
@@ -164,7 +166,7 @@ def _run_network(entry: ModelEntry, run: Run, protocol: Protocol, train, test, r
         "image_size": size, "in_chans": pre["in_chans"], "epochs_planned": recipe.epochs,
         "recipe": t.info.get("recipe"), "model_kwargs": t.info["model_kwargs"], "best": t.best,
         "peak_mem_kind": memory.kind if memory.per_run else f"{memory.kind} (process)",
-        "throughput_batch": int(m["throughput_batch"]), "amp": amp,
+        "throughput_batch": int(m["throughput_batch"]), "speed": speed,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "predictions": _predictions(test, metrics, tta), "steps": step_columns(t.steps),
     }

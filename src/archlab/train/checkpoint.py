@@ -229,6 +229,7 @@ def trainer_state(t) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         "partial_epoch": t._partial, "history": t.history, "best": t.best,
         "steps": t.step_curve.rows, "step_window": t.step_curve.state(),
         "issues": t.issues.as_dict(), "torch": torch.__version__,
+        "speed": t.speed.as_dict(),
     }
     return state, tensors
 

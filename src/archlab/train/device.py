@@ -1,11 +1,15 @@
-"""Where a run computes, and the switches the device decides: bf16 autocast, channels_last
-and torch.compile are on for CUDA and off elsewhere unless the recipe says otherwise (the
-CPU gains nothing from them and bf16 there is slow)."""
+"""Where a run computes, and how fast: the device, and the speed settings (precision,
+channels_last, torch.compile) that the recipe sets or leaves to measurement
+(analysis/speed.py chooses; this module says what a run, an evaluation or several
+processes may measure)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
+
+from archlab.analysis.speed import Choice, Settings, choose, device_defaults, has_batchnorm
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -23,31 +27,30 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def auto_amp(device: torch.device, amp: bool | None = None) -> bool:
-    """bf16 autocast: as asked, else on for a CUDA device that supports bf16."""
-    if amp is not None:
-        return amp
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+def run_settings(recipe, model: nn.Module, device: torch.device, image_size: int,
+                 in_chans: int, run_steps: int, several_processes: bool = False,
+                 recorded: dict[str, Any] | None = None) -> Choice:
+    """The speed settings of a training run: those the recipe gives, the rest measured on
+    `model` (left untouched) unless the run resumes (`recorded`: what it chose then) or
+    runs in several processes (the device's defaults: measurements could differ between
+    processes, and every process must compute alike)."""
+    if recorded is not None:
+        fields = {k: recorded[k] for k in ("precision", "channels_last", "compile")}
+        return Choice(Settings(**fields), recorded.get("step_s", {}),
+                      "recorded when the run started")
+    if several_processes:
+        return Choice(device_defaults(model, device, recipe.precision, recipe.channels_last,
+                                      recipe.compile), reason="several processes: the device's "
+                                                              "defaults, the same in each")
+    return choose(model, recipe.batch_size, image_size, device, "train", recipe.precision,
+                  recipe.channels_last, False, recipe.compile, run_steps=run_steps,
+                  in_chans=in_chans)
 
 
-@dataclass(frozen=True)
-class Switches:
-    """The speed switches of a run, each as the recipe set it or as the device decides."""
-
-    amp: bool
-    channels_last: bool
-    compile: bool
-
-    @classmethod
-    def for_device(cls, device: torch.device, amp: bool | None = None,
-                   channels_last: bool | None = None, compile: bool | None = None
-                   ) -> "Switches":
-        cuda = device.type == "cuda"
-        return cls(auto_amp(device, amp),
-                   channels_last if channels_last is not None else cuda,
-                   compile if compile is not None else cuda)
-
-    def names(self) -> list[str]:
-        """The switches that are on, as the run log names them."""
-        return [name for name, on in (("bf16", self.amp), ("channels_last", self.channels_last),
-                                      ("compiled", self.compile)) if on]
+def inference_settings(model: nn.Module, device: torch.device, batch: int, image_size: int,
+                       in_chans: int, batches: int, precision: str = "auto") -> Choice:
+    """The speed settings to evaluate or predict with: the precision asked for (or
+    measured), the layout measured, batch norm folded, never compiled (an evaluation is
+    too short to pay for it)."""
+    return choose(model, batch, image_size, device, "infer", precision, None,
+                  has_batchnorm(model), False, run_steps=batches, in_chans=in_chans)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archlab.analysis.speed import autocast
 from archlab.train.losses import classification_loss, split_output, unwrap
 from archlab.train.plugin import Plugin
 
@@ -126,11 +127,12 @@ class Distiller:
 
     def __init__(self, teacher: nn.Module, kind: str = "hard", alpha: float = 0.5,
                  tau: float = 1.0, student_preprocess: dict[str, Any] | None = None,
-                 teacher_preprocess: dict[str, Any] | None = None, amp: bool = False) -> None:
+                 teacher_preprocess: dict[str, Any] | None = None,
+                 precision: str = "fp32") -> None:
         if kind not in KINDS:
             raise ValueError(f"distill must be one of {', '.join(KINDS)}, got {kind!r}")
         self.teacher = freeze_teacher(teacher)
-        self.kind, self.alpha, self.tau, self.amp = kind, alpha, tau, amp
+        self.kind, self.alpha, self.tau, self.precision = kind, alpha, tau, precision
         self.convert = None
         if student_preprocess and teacher_preprocess:
             s, t = student_preprocess, teacher_preprocess
@@ -162,7 +164,7 @@ class Distiller:
     def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
         if self.teacher.training:  # a caller's model.train() must never reach the teacher
             self.teacher.eval()
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with autocast(x.device.type, self.precision):
             out, _ = split_output(self.teacher(self.teacher_input(x)))
         return out.float()
 
@@ -189,7 +191,7 @@ def for_trainer(trainer, teacher: nn.Module | str | Path | None) -> Distiller:
         trainer.log("note: the teacher takes the student's batch as it is (same size and "
                     "normalisation assumed)")
     return Distiller(module, r.distill, r.distill_alpha, r.distill_tau,
-                     trainer.preprocess.as_dict(), pre, trainer.amp)
+                     trainer.preprocess.as_dict(), pre, trainer.settings.precision)
 
 
 class Distill(Plugin):

@@ -67,16 +67,21 @@ class EpochRunner:
             t_data = time.perf_counter()
             data_time += t_data - t_last
             lr = t.schedule.apply(t.optimizer, t.step)
-            with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=t.amp):
+            with t.settings.autocast(t.device.type):
                 output = model(x)
             loss, logits = t.loss(output, y, x)   # a distiller's teacher sees this batch
             t.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # fp16 scales the loss so that small gradients do not flush to zero (a no-op in
+            # the other precisions); the norms and clipping read the unscaled gradient.
+            t.scaler.scale(loss).backward()
+            if t.scaler.is_enabled() and (t.grad_groups or r.clip_grad):
+                t.scaler.unscale_(t.optimizer)
             # The gradient as backpropagation left it, before clipping changes it.
             norms = grad_norms(t.grad_groups) if t.grad_groups else None
             if r.clip_grad:
                 nn.utils.clip_grad_norm_(t.params, r.clip_grad)
-            t.optimizer.step()
+            t.scaler.step(t.optimizer)
+            t.scaler.update()
             with torch.no_grad():
                 loss_sum += loss.detach().double() * len(labels)
                 hits = (logits.detach().argmax(1) == labels).sum()

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from archlab.analysis.speed import autocast
 from archlab.train.losses import split_output
 from archlab.train.metrics import Meter, Metrics
 
@@ -16,16 +17,17 @@ from archlab.train.metrics import Meter, Metrics
 ProbsOf = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
 
 
-def logits_of(model: nn.Module, x: torch.Tensor, amp: bool = False) -> torch.Tensor:
-    """The main logits of `model` on `x`, in float32 (under bf16 autocast with `amp`)."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+def logits_of(model: nn.Module, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """The main logits of `model` on `x`, in float32 (computed under autocast to
+    `precision`)."""
+    with autocast(x.device.type, precision):
         logits, _ = split_output(model(x))
     return logits.float()
 
 
 @torch.no_grad()
 def eval_pass(model: nn.Module, loader, num_classes: int, classes: Sequence[str] | None,
-              device: torch.device, amp: bool = False, progress=None, *,
+              device: torch.device, precision: str = "fp32", progress=None, *,
               probs_of: ProbsOf | None = None, plain: bool = True,
               keep_predictions: bool = False) -> tuple[Metrics | None, Metrics | None]:
     """(plain metrics or None, averaged-view metrics or None) of one pass over `loader`.
@@ -47,7 +49,7 @@ def eval_pass(model: nn.Module, loader, num_classes: int, classes: Sequence[str]
                 views_meter.update(log_p, labels, nn.functional.nll_loss(
                     log_p, labels, reduction="sum"))
             if plain_meter is not None:
-                logits = logits if logits is not None else logits_of(model, x, amp)
+                logits = logits if logits is not None else logits_of(model, x, precision)
                 plain_meter.update(logits, labels, nn.functional.cross_entropy(
                     logits, labels, reduction="sum"))
             if progress is not None:
@@ -59,6 +61,6 @@ def eval_pass(model: nn.Module, loader, num_classes: int, classes: Sequence[str]
 
 
 def run_eval(model: nn.Module, loader, num_classes: int, classes: Sequence[str] | None,
-             device: torch.device, amp: bool = False, progress=None) -> Metrics:
+             device: torch.device, precision: str = "fp32", progress=None) -> Metrics:
     """One plain pass over `loader` in eval mode: loss, top-1/top-5, per-class, confusion."""
-    return eval_pass(model, loader, num_classes, classes, device, amp, progress)[0]
+    return eval_pass(model, loader, num_classes, classes, device, precision, progress)[0]

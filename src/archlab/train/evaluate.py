@@ -19,7 +19,7 @@ from archlab.data import (DEFAULT_MAX_PIXELS, BatchPipeline, ImageData, ImageFil
 from archlab.models import CheckpointError
 from archlab.train import finetune
 from archlab.train.checkpoint import read_model
-from archlab.train.device import auto_amp, resolve_device
+from archlab.train.device import inference_settings, resolve_device
 from archlab.train.eval_loop import eval_pass, run_eval
 from archlab.train.losses import split_output
 from archlab.train.metrics import Metrics
@@ -62,11 +62,12 @@ class Evaluation:
     issues: Issues = field(default_factory=Issues)
     tta: str | None = None            # the test-time view spec (train/tta.py), None: plain
     views: int = 1                    # how many views of each image were averaged
+    speed: str = ""                   # the settings it ran in, and how they were chosen
 
 
 def evaluate(model: nn.Module | str | Path, data: ImageData | str, *, split: str | None = None,
              batch_size: int = 256, device: str = "auto", preprocess: dict | None = None,
-             amp: bool | None = None, workers: int | None = None, strict: bool = False,
+             precision: str = "auto", workers: int | None = None, strict: bool = False,
              root: str | Path | None = None, progress: bool = False,
              tta: str | Sequence[str] | None = None, tta_beta: float | None = None,
              tta_crop_from: str = "resize", tta_seed: int = 0) -> Evaluation:
@@ -77,7 +78,9 @@ def evaluate(model: nn.Module | str | Path, data: ImageData | str, *, split: str
     `tta` averages the softmax of several views of each image: 'flip', 'shift',
     'five_crop', 'ten_crop', 'aug:N' or a '+' of them (see archlab.train.tta); `tta_beta`
     blends the plain view in as fastai does, `tta_crop_from` ('resize' or 'pad') says how
-    images held in memory are enlarged for the crops."""
+    images held in memory are enlarged for the crops. `precision` (fp32, bf16, fp16 or
+    auto) and the memory layout are chosen as for training, with batch norm folded
+    (analysis/speed.py); `Evaluation.speed` says what ran."""
     dev = resolve_device(device)
     model, info = _resolve_model(model, dev, preprocess)
     pre = info["preprocess"]
@@ -94,32 +97,38 @@ def evaluate(model: nn.Module | str | Path, data: ImageData | str, *, split: str
     side = size
     if spec is not None and spec.crops and not data.in_memory and crop_pct < 1:
         side = enlarged_side(size, crop_pct)
-    pipeline = BatchPipeline(side, pre["mean"], pre["std"], None, data.in_memory)
+    in_chans = pre.get("in_chans", 3)
+    steps = -(-len(data) // batch_size) * (spec.count(data.hflip) if spec is not None else 1)
+    choice = inference_settings(model, dev, batch_size, side, in_chans, steps, precision)
+    s = choice.settings
+    model = s.prepare(model, "infer", torch.randn(2, in_chans, side, side, device=dev))
+    pipeline = BatchPipeline(side, pre["mean"], pre["std"], None, data.in_memory,
+                             channels_last=s.channels_last)
     transform = None if data.in_memory else eval_transform(side, crop_pct if side == size
                                                            else 1.0)
     loader = make_loader(data, batch_size, pipeline, transform=transform, device=dev,
                          shuffle=False, drop_last=False, workers=workers, strict=strict)
-    amp = auto_amp(dev, amp)
     bar = ProgressBar(len(loader), "eval" if spec is None else f"eval, TTA {spec}",
                       enabled=progress)
     if spec is None:
-        metrics = run_eval(model, loader, data.num_classes, data.classes, dev, amp, bar)
+        metrics = run_eval(model, loader, data.num_classes, data.classes, dev, s.precision,
+                           bar)
     else:
         metrics = run_eval_tta(model, loader, data.num_classes, data.classes, spec,
                                data.hflip, size, beta=tta_beta, crop_from=tta_crop_from,
                                crop_pct=crop_pct if side != size else DEFAULT_CROP_PCT,
-                               amp=amp, seed=tta_seed, progress=bar)
+                               precision=s.precision, seed=tta_seed, progress=bar)
     bar.close()
     issues = Issues()
     issues.extend(data.issues)
     issues.extend(loader.issues)
     return Evaluation(metrics, data.spec.get("spec", data.name), issues,
                       str(spec) if spec is not None else None,
-                      spec.count(data.hflip) if spec is not None else 1)
+                      spec.count(data.hflip) if spec is not None else 1, choice.describe())
 
 
 def evaluate_tta(model: torch.nn.Module, preprocess: dict[str, Any], data, views: list[str],
-                 device: torch.device, batch_size: int = 256, amp: bool = False,
+                 device: torch.device, batch_size: int = 256, precision: str = "fp32",
                  workers: int | None = None):
     """(metrics, TTA metrics or None) of `model` on `data` in one pass: the plain view's
     logits give the first, the mean of the views' softmax probabilities the second. Both
@@ -134,9 +143,9 @@ def evaluate_tta(model: torch.nn.Module, preprocess: dict[str, Any], data, views
 
     def probs_of(x: torch.Tensor):
         # aug:N views draw from seed 0 again for every batch (what the study measured).
-        return view_probs(model, x, spec, data.hflip, amp=amp, size=size)
+        return view_probs(model, x, spec, data.hflip, precision=precision, size=size)
 
-    return eval_pass(model, loader, data.num_classes, data.classes, device, amp,
+    return eval_pass(model, loader, data.num_classes, data.classes, device, precision,
                      probs_of=probs_of if views else None, keep_predictions=True)
 
 
@@ -156,11 +165,12 @@ def _expand(images: Iterable) -> list:
 @torch.no_grad()
 def predict(model: nn.Module | str | Path, images: Sequence | str | Path, *, top_k: int = 5,
             batch_size: int = 64, device: str = "auto", preprocess: dict | None = None,
-            max_pixels: int | None = None) -> list[dict[str, Any]]:
+            max_pixels: int | None = None, precision: str = "auto") -> list[dict[str, Any]]:
     """The top-k classes, with probabilities, of image files, folders of them, or PIL images.
 
     Returns one dict per image: {"file", "top": [{"class", "index", "prob"}, ...]} or, for
     a file that cannot be decoded, {"file", "error"} (the others are still classified).
+    The speed settings are chosen as `evaluate` chooses them.
     """
     dev = resolve_device(device)
     model, info = _resolve_model(model, dev, preprocess)
@@ -171,7 +181,12 @@ def predict(model: nn.Module | str | Path, images: Sequence | str | Path, *, top
     items = _expand(images)
     mode = "L" if pre.get("in_chans", 3) == 1 else "RGB"
     transform = eval_transform(pre["image_size"], pre.get("crop_pct", 0.875))
-    pipeline = BatchPipeline(pre["image_size"], pre["mean"], pre["std"], None, False)
+    size, in_chans = pre["image_size"], pre.get("in_chans", 3)
+    s = inference_settings(model, dev, batch_size, size, in_chans,
+                           -(-len(items) // batch_size), precision).settings
+    model = s.prepare(model, "infer", torch.randn(2, in_chans, size, size, device=dev))
+    pipeline = BatchPipeline(size, pre["mean"], pre["std"], None, False,
+                             channels_last=s.channels_last)
     results: list[dict[str, Any]] = [{} for _ in items]
     batch, where = [], []
 
@@ -179,7 +194,8 @@ def predict(model: nn.Module | str | Path, images: Sequence | str | Path, *, top
         if not batch:
             return
         x, _ = pipeline(torch.stack(batch).to(dev), torch.zeros(len(batch), dtype=torch.long))
-        logits, _ = split_output(model(x))
+        with s.autocast(dev.type):
+            logits, _ = split_output(model(x))
         probs = logits.float().softmax(1).cpu()
         k = min(top_k, probs.shape[1])
         p, idx = probs.topk(k, dim=1)

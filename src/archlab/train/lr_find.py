@@ -150,7 +150,7 @@ def lr_find_trainer(trainer, start_lr: float = 1e-7, end_lr: float = 10.0, num_i
                 lr = schedule[i]
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group.get("lr_scale", 1.0)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=trainer.amp):
+                with trainer.settings.autocast(device.type):
                     output = model(x)
                 loss, _ = trainer.loss(output, y, x)   # a plugin's (distillation) or CE
                 optimizer.zero_grad(set_to_none=True)

@@ -7,7 +7,8 @@ silently with a default.
 
 Fields left at None are decided for the run: the learning rate and weight decay by the
 optimizer (SGD 0.1 and 5e-4; AdamW 1e-3 and 0.01, fastai's decoupled default), and bf16
-autocast, channels_last and torch.compile by the device (on for CUDA, off on the CPU).
+autocast, channels_last and torch.compile by measuring them on the model and the device
+before the first step (train/trainer.py, analysis/speed.py).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from archlab.analysis.speed import PRECISIONS
 from archlab.data import PRESETS, Augment
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -132,10 +134,16 @@ class Recipe:
 
     # -- machine and bookkeeping -----------------------------------------------------
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N or mps"})
-    amp: bool | None = field(default=None, metadata={"help": "bf16 autocast"})
+    # The speed settings (archlab/analysis/speed.py). 'auto' and None are measured on the
+    # model and device before the first step: the fastest of the candidates is kept, and
+    # the choice printed and recorded with the run (speed.json).
+    precision: str = field(default="auto", metadata={
+        "help": "fp32, bf16, fp16 (autocast) or auto: the fastest measured, bf16 only where "
+                "the device has bf16 matrix units", "choices": ("auto", *PRECISIONS)})
     channels_last: bool | None = field(default=None, metadata={
-        "help": "channels_last memory format"})
-    compile: bool | None = field(default=None, metadata={"help": "torch.compile"})
+        "help": "channels_last memory format (default: measured)"})
+    compile: bool | None = field(default=None, metadata={
+        "help": "torch.compile (default: measured, for runs long enough to pay for it)"})
     threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads"})  # None: torch's default
     tensorboard: bool = field(default=False, metadata={
@@ -165,6 +173,9 @@ class Recipe:
             self.progressive = [list(x) if isinstance(x, (list, tuple)) else x
                                 for x in self.progressive]
         self.model_kwargs = dict(self.model_kwargs or {})
+        for name in ("channels_last", "compile"):  # YAML may say auto for "measure it"
+            if getattr(self, name) == "auto":
+                setattr(self, name, None)
         self.validate()
 
     def validate(self) -> None:
@@ -177,6 +188,7 @@ class Recipe:
         choice("schedule", SCHEDULES)
         choice("augment", PRESETS)
         choice("normalize", ("auto", "dataset", "model"))
+        choice("precision", ("auto", *PRECISIONS))
         if self.epochs < 1:
             raise ValueError(f"recipe: epochs must be at least 1, got {self.epochs}")
         if self.curve_every < 0:
@@ -256,6 +268,11 @@ class Recipe:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "recipe") -> "Recipe":
         known = {f.name for f in dataclasses.fields(cls)}
+        if "amp" in values:  # recipes (and runs) written before `precision`: amp: true/false
+            values = dict(values)
+            amp = values.pop("amp")
+            if amp is not None:
+                values.setdefault("precision", "bf16" if amp else "fp32")
         unknown = [k for k in values if k not in known]
         if unknown:
             hints = []

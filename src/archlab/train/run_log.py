@@ -20,8 +20,8 @@ def summary_lines(t) -> list[str]:
              f"images, {t.image_size} px, batch {r.batch_size}, {r.total_epochs} epochs of "
              f"{t.steps_per_epoch} steps, {r.optimizer} lr {r.peak_lr:g} ({r.schedule}), "
              f"augment {r.augment}, device {t.device}"
-             + "".join(f", {name}" for name in t.switches.names()),
-             f"  {t.stem}"]
+             + "".join(f", {name}" for name in t.settings.names()),
+             f"  {t.stem}", f"  speed: {t.speed.describe()}"]
     lines += [f"  data: {line}" for line in t.data.issues.summary()]
     if t.dist is not None:
         lines.append(f"  {t.dist.describe()}: each takes {r.batch_size // t.dist.world_size} "

@@ -227,7 +227,7 @@ def setup_loaders(t, stats: dict[str, Any] | None) -> None:
     eig = (stats["eigval"], stats["eigvec"]) if stats else (None, None)
     t.train_pipeline = BatchPipeline(size, t.preprocess.mean, t.preprocess.std,
                                      augment, in_memory, *eig, num_classes=data.num_classes,
-                                     channels_last=t.channels_last)
+                                     channels_last=t.settings.channels_last)
     t.train_loader = make_loader(
         t.train_data, r.batch_size, t.train_pipeline,
         transform=None if in_memory else file_transform(augment, size, r.crop_pct),

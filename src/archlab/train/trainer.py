@@ -20,7 +20,7 @@ What it guarantees:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,7 +31,7 @@ from archlab._io import write_atomic
 from archlab.data import BatchPipeline, ImageData, Issues, epoch_seed, eval_transform, make_loader
 from archlab.train import checkpoint as ckpt
 from archlab.train import distributed, run_log, run_setup
-from archlab.train.device import Switches, resolve_device
+from archlab.train.device import resolve_device, run_settings
 from archlab.train.epoch import EpochRunner
 from archlab.train.eval_loop import run_eval
 from archlab.train.losses import classification_loss, unwrap
@@ -115,18 +115,20 @@ class Trainer:
         run_setup.setup_data(self, data, val_data, test_data, root)
         net = run_setup.setup_model(self, model)
         stats = run_setup.setup_preprocess(self, net)
+        net.to(self.device)
+        self._choose_speed(net)
         run_setup.setup_loaders(self, stats)
         if self.dist is not None and r.sync_bn:
             net = distributed.convert_sync_batchnorm(net, self.device)
-        net.to(self.device)
-        if self.channels_last:
-            net.to(memory_format=torch.channels_last)
+            net.to(self.device)
+        # channels_last, and depthwise layers kept in fp32 under bf16 on a CPU (speed.py).
+        replace(self.settings, compile=False).prepare(net, "train")
         self.model = net
         self.optimizer = build_optimizer(net, r)
         self.schedule = Schedule.from_recipe(r, self.steps_per_epoch)
         self.total_steps = r.total_epochs * self.steps_per_epoch
         self.notify("on_setup")               # may replace the optimizer and schedule
-        self.train_model = torch.compile(net) if self.compile else net
+        self.train_model = torch.compile(net) if self.settings.compile else net
         self.params = [p for p in net.parameters() if p.requires_grad]
 
         self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
@@ -142,7 +144,7 @@ class Trainer:
 
     def _setup_device(self) -> None:
         """The device, the process group under torchrun (rank 0 alone prints, writes and
-        evaluates), and the switches the device decides (train/device.py)."""
+        evaluates)."""
         r = self.recipe
         self.device = resolve_device(r.device)
         self.dist = distributed.setup(r.device)
@@ -150,12 +152,21 @@ class Trainer:
             self.device = self.dist.device
             if not self.dist.is_main:
                 self.verbose, self.run_dir = False, None
-        self.switches = Switches.for_device(self.device, r.amp, r.channels_last, r.compile)
-        self.amp = self.switches.amp
-        self.channels_last = self.switches.channels_last
-        self.compile = self.switches.compile
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+
+    def _choose_speed(self, net: nn.Module) -> None:
+        """The speed settings (train/device.py): the recipe's, the rest measured on a copy
+        of `net` before the first step, or those recorded when a resumed run started."""
+        r = self.recipe
+        recorded = self.resume_state.get("speed") if self.resume_state else None
+        run_steps = len(self.train_data) // r.batch_size * r.total_epochs
+        self.speed = run_settings(r, net, self.device, self.image_size,
+                                  self.preprocess.in_chans, run_steps,
+                                  several_processes=self.dist is not None, recorded=recorded)
+        self.settings = self.speed.settings
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.settings.precision == "fp16")
 
     # -- hooks -----------------------------------------------------------------------------
     def notify(self, hook: str, *args: Any) -> None:
@@ -209,12 +220,12 @@ class Trainer:
         wrapped = self.dist.wrap(self.model)
         if wrapped is not getattr(self, "_ddp_wrapped", None):
             self._ddp_wrapped = wrapped
-            self.train_model = torch.compile(wrapped) if self.compile else wrapped
+            self.train_model = torch.compile(wrapped) if self.settings.compile else wrapped
         return self.train_model
 
     def eval_loader(self, data: ImageData, batch_size: int | None = None):
         pipeline = BatchPipeline(self.image_size, self.preprocess.mean, self.preprocess.std,
-                                 None, data.in_memory, channels_last=self.channels_last)
+                                 None, data.in_memory, channels_last=self.settings.channels_last)
         transform = None if data.in_memory else eval_transform(self.image_size,
                                                                self.recipe.crop_pct)
         return make_loader(data, batch_size or 2 * self.recipe.batch_size, pipeline,
@@ -238,7 +249,7 @@ class Trainer:
         if loader is None:
             raise ValueError("no validation data (val_fraction is 0)")
         m = run_eval(self.eval_model, loader, self.data.num_classes, self.data.classes,
-                     self.device, self.amp)
+                     self.device, self.settings.precision)
         if data is not None:
             self._extra_loaders.append(loader)
         return m
@@ -249,7 +260,7 @@ class Trainer:
                 "classes": self.data.classes, "preprocess": self.preprocess.as_dict(),
                 "dataset": self.data_spec, "epoch": self.epoch, "step": self.step,
                 "ema": self.eval_model is not self.model, "stem": self.stem,
-                "recipe": self.recipe.to_dict()}
+                "recipe": self.recipe.to_dict(), "speed": self.speed.as_dict()}
 
     def save_checkpoint(self) -> None:
         if self.run_dir is not None:

@@ -223,13 +223,13 @@ def tta_views(x: torch.Tensor, spec: str | Sequence[str] | TTASpec | None, hflip
 
 def view_probs(model: nn.Module, x: torch.Tensor,
                spec: str | Sequence[str] | TTASpec | None, hflip: bool = True, *,
-               beta: float | None = None, amp: bool = False, **view_kwargs: Any
+               beta: float | None = None, precision: str = "fp32", **view_kwargs: Any
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(the views' combined probabilities, the plain view's logits or None when the plain
     image is not a view): what `tta_predict` returns, with the logits the plain metrics of
     the same pass reuse."""
     spec = parse_tta(spec)
-    logits = [logits_of(model, v, amp) for v in tta_views(x, spec, hflip, **view_kwargs)]
+    logits = [logits_of(model, v, precision) for v in tta_views(x, spec, hflip, **view_kwargs)]
     probs = [v.softmax(1) for v in logits]
     plain = logits[0] if spec.plain else None
     if beta is not None and spec.plain and len(probs) > 1:
@@ -242,18 +242,18 @@ def view_probs(model: nn.Module, x: torch.Tensor,
 @torch.no_grad()
 def tta_predict(model: nn.Module, x: torch.Tensor,
                 spec: str | Sequence[str] | TTASpec | None, hflip: bool = True, *,
-                beta: float | None = None, amp: bool = False, **view_kwargs: Any
+                beta: float | None = None, precision: str = "fp32", **view_kwargs: Any
                 ) -> torch.Tensor:
     """Class probabilities (N, classes) of the batch `x`: the mean of the softmax of every
     view (`tta_views`), or with `beta` fastai's blend beta * plain + (1 - beta) * mean of
     the other views. The model is used as it is: put it in eval mode first."""
-    return view_probs(model, x, spec, hflip, beta=beta, amp=amp, **view_kwargs)[0]
+    return view_probs(model, x, spec, hflip, beta=beta, precision=precision, **view_kwargs)[0]
 
 
 def run_eval_tta(model: nn.Module, loader, num_classes: int, classes: Sequence[str] | None,
                  spec: str | Sequence[str] | TTASpec, hflip: bool, size: int, *,
                  crop_pct: float = DEFAULT_CROP_PCT, crop_from: str = "resize",
-                 beta: float | None = None, amp: bool = False, seed: int = 0,
+                 beta: float | None = None, precision: str = "fp32", seed: int = 0,
                  progress=None):
     """`run_eval` with test-time augmentation: metrics of the averaged probabilities (the
     loss is the negative log of the averaged probability of the true class)."""
@@ -261,8 +261,8 @@ def run_eval_tta(model: nn.Module, loader, num_classes: int, classes: Sequence[s
     g = torch.Generator().manual_seed(seed)    # one stream of aug:N draws for the pass
 
     def probs_of(x: torch.Tensor):
-        return view_probs(model, x, spec, hflip, beta=beta, amp=amp, size=size,
+        return view_probs(model, x, spec, hflip, beta=beta, precision=precision, size=size,
                           crop_pct=crop_pct, crop_from=crop_from, generator=g)
 
-    return eval_pass(model, loader, num_classes, classes, device, amp, progress,
+    return eval_pass(model, loader, num_classes, classes, device, precision, progress,
                      probs_of=probs_of, plain=False)[1]

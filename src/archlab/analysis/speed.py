@@ -1,0 +1,489 @@
+"""How fast a model computes, and the settings that make it faster: the precision (bf16 or
+fp16 autocast), the memory layout (channels_last), batch norm folded into its convolution
+for inference, and torch.compile.
+
+The fastest settings depend on the model and the machine: on a CPU with bf16 matrix units
+(Intel AMX, AVX512-BF16) bf16 autocast runs a ResNet-50 2-3x faster, while a depthwise
+EfficientNet can get slower unless it is also channels_last; a CPU without those units runs
+bf16 slower than fp32. So `choose` does not guess: it times the candidates on the model
+itself, interleaved, and keeps the fastest. bf16 is a candidate only where the device has
+the units for it, so a machine without them never gets slower than fp32.
+
+Timing follows timm's benchmark.py: warm-up steps first (they include compiling), then
+rounds in which every contestant runs its steps in turn (A, B, A, B, ...), so that a change
+in the machine's speed (another job, the clock) hits all of them alike.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import ctypes
+import gc
+import math
+import platform
+import re
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from archlab.analysis.fold import fold_batchnorm
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MODES = ("train", "infer")
+# A run shorter than this many times the cost of measuring its candidates keeps fp32 and
+# the contiguous layout: the measurement could not pay for itself.
+PAYBACK = 20
+# torch.compile costs tens of seconds to minutes: it is tried only for runs this long.
+COMPILE_MIN_RUN_S = 600.0
+
+
+# -- the machine -----------------------------------------------------------------------
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, else what platform knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux), empty where the system does not say."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_name() if device.type == "cpu" else device.type
+
+
+def has_bf16_units(device: torch.device) -> bool:
+    """Whether the device computes bf16 matrix products in hardware: a CUDA GPU from Ampere
+    on, or a CPU with AMX-BF16 or AVX512-BF16. (torch emulates bf16 elsewhere, slowly.)"""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+    return False
+
+
+def precisions_for(device: torch.device) -> list[str]:
+    """The precisions worth trying on `device`: fp32, and bf16 where it has the units."""
+    return ["fp32"] + (["bf16"] if has_bf16_units(device) else [])
+
+
+def can_compile(device: torch.device) -> bool:
+    """torch.compile's inductor needs a GPU it supports or, on a CPU, a C++ compiler."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+
+
+# -- the settings ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    """How a model is run: precision, memory layout, folded batch norm, compiled."""
+
+    precision: str = "fp32"
+    channels_last: bool = False
+    fuse_bn: bool = False          # inference only: training needs the norms
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                             f"{self.precision!r}")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.precision]
+
+    def names(self) -> list[str]:
+        """What is on, as a run log names it: ['bf16', 'channels_last', ...]."""
+        return ([self.precision] if self.precision != "fp32" else []) + [
+            name for name, on in (("channels_last", self.channels_last),
+                                  ("fused_bn", self.fuse_bn), ("compiled", self.compile)) if on]
+
+    def label(self) -> str:
+        return "+".join(self.names()) or "fp32"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"precision": self.precision, "channels_last": self.channels_last,
+                "fuse_bn": self.fuse_bn, "compile": self.compile}
+
+    def autocast(self, device_type: str) -> contextlib.AbstractContextManager:
+        return autocast(device_type, self.precision)
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.ndim == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def prepare(self, model: nn.Module, mode: str, example: torch.Tensor | None = None
+                ) -> nn.Module:
+        """`model` made ready to run in these settings: laid out channels_last, depthwise
+        layers kept in fp32 under autocast on a CPU, batch norms folded (inference; checked
+        on `example`), compiled. Training changes the caller's module in place (the
+        optimizer keeps its parameters); inference works on a copy."""
+        if mode == "infer" and (self.channels_last or self.fuse_bn or self.precision != "fp32"):
+            model = copy.deepcopy(model)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if self.precision != "fp32" and _device_type(model) == "cpu":
+            depthwise_in_fp32(model)
+        if self.fuse_bn and mode == "infer":
+            if example is None:
+                raise ValueError("folding batch norm needs an example batch to trace and check")
+            model = fold_batchnorm(model, self.layout(example), inplace=True)
+            if self.channels_last:  # the folded weights are new tensors
+                model.to(memory_format=torch.channels_last)
+        return torch.compile(model) if self.compile else model
+
+
+@contextlib.contextmanager
+def autocast(device_type: str, precision: str) -> Iterator[None]:
+    """Autocast to `precision` (fp32: nothing) on `device_type`.
+
+    On a CPU, attention also takes PyTorch's plain ("math") path: its fused flash kernel's
+    bf16 backward took 37% of a ViT-S training step at 64 px (2 Xeon cores, AMX), 11 ms a
+    call, where the plain path's batched products run on the matrix units (353 ms a step
+    against 523)."""
+    if precision == "fp32":
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.autocast(device_type, dtype=DTYPES[precision]))
+        if device_type == "cpu":
+            stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+        yield
+
+
+class Float32DepthwiseConv2d(nn.Conv2d):
+    """A depthwise convolution that computes in fp32 under autocast (the same weights and
+    state-dict keys: `depthwise_in_fp32` swaps the class of an existing module).
+
+    oneDNN's bf16 depthwise kernels are slower than its fp32 ones on a CPU: measured on 2
+    Xeon cores with AMX at 64 px, batch 32, a bf16 EfficientNet-B0 training step took 590
+    ms against 288 in fp32 (channels_last both), and a ConvNeXt-T's 7x7 depthwise backward
+    doubled. Depthwise layers do few multiplications per byte, so they gain nothing from
+    the matrix units anyway; in fp32 the same steps take 231 and 417 ms."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+def depthwise_in_fp32(model: nn.Module) -> nn.Module:
+    """Make every depthwise nn.Conv2d of `model` compute in fp32 under autocast (in place)."""
+    for m in model.modules():
+        if type(m) is nn.Conv2d and m.groups > 1 and m.groups == m.in_channels:
+            m.__class__ = Float32DepthwiseConv2d
+    return model
+
+
+def _device_type(model: nn.Module) -> str:
+    p = next(model.parameters(), None)
+    return p.device.type if p is not None else "cpu"
+
+
+def has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def device_defaults(model: nn.Module, device: torch.device, precision: str = "auto",
+                    channels_last: bool | None = None, compile: bool | None = None
+                    ) -> Settings:
+    """The open choices filled without measuring: bf16 and channels_last on a GPU with bf16
+    units, fp32 and contiguous elsewhere, never compiled."""
+    cuda_bf16 = device.type == "cuda" and has_bf16_units(device)
+    return Settings("bf16" if precision == "auto" and cuda_bf16 else
+                    ("fp32" if precision == "auto" else precision),
+                    (cuda_bf16 and has_conv(model)) if channels_last is None else channels_last,
+                    False, bool(compile))
+
+
+
+# -- one step --------------------------------------------------------------------------
+def _logits(out: Any) -> list[torch.Tensor]:
+    """Every logits tensor of a model's output: a tensor, or a tuple with auxiliary heads
+    (GoogLeNet, Inception v3, a distilled DeiT)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [o for o in out if isinstance(o, torch.Tensor)]
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, settings: Settings,
+               x: torch.Tensor, y: torch.Tensor) -> None:
+    """One optimisation step as a run takes it: forward under autocast, cross-entropy on
+    every head, backward, SGD step."""
+    with settings.autocast(x.device.type):
+        out = model(x)
+    loss = sum(F.cross_entropy(o.float(), y) for o in _logits(out))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def infer_step(model: nn.Module, settings: Settings, x: torch.Tensor) -> None:
+    with torch.inference_mode(), settings.autocast(x.device.type):
+        model(x)
+
+
+def make_step(model: nn.Module, settings: Settings, mode: str, batch: int, img_size: int,
+              device: torch.device, in_chans: int = 3, num_classes: int = 1000,
+              seed: int = 0) -> Callable[[], None]:
+    """A closure that runs one step of `mode` on a fixed random batch, `model` prepared for
+    `settings` (trained in place: pass a copy to keep the weights)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, in_chans, img_size, img_size, generator=g).to(device)
+    x = settings.layout(x)
+    model.to(device)
+    if mode == "infer":
+        model.eval()
+        run = settings.prepare(model, mode, x)
+        return lambda: infer_step(run, settings, x)
+    y = torch.randint(0, num_classes, (batch,), generator=g).to(device)
+    model.train()
+    run = settings.prepare(model, mode)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4,
+                                momentum=0.9)
+    return lambda: train_step(run, optimizer, settings, x, y)
+
+
+# -- timing ----------------------------------------------------------------------------
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@dataclass
+class Timing:
+    """One contestant's timing: the warm-up (with compiling) and the step time of each
+    round, seconds."""
+
+    warmup_s: float
+    step_s: list[float] = field(default_factory=list)
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.step_s)
+
+    @property
+    def spread_s(self) -> float:
+        """The interquartile range of the rounds' step times."""
+        if len(self.step_s) < 2:
+            return 0.0
+        q = statistics.quantiles(self.step_s, n=4, method="inclusive")
+        return q[2] - q[0]
+
+
+def interleaved(steps: Sequence[Callable[[], None]], device: torch.device, warmup: int = 3,
+                rounds: int = 5, round_s: float = 0.5, steps_per_round: int | None = None
+                ) -> list[Timing]:
+    """Time `steps` (closures of one step each) A, B, A, B, ...: `warmup` steps each first,
+    then `rounds` rounds in which each runs `steps_per_round` steps (default: as many as
+    fill `round_s` seconds by its warm-up's pace, at least one)."""
+    timings, counts = [], []
+    for step in steps:
+        synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(warmup):
+            step()
+        synchronize(device)
+        warm = time.perf_counter() - t0
+        # The last warm-up step alone gives the pace (the first ones compile and allocate).
+        t0 = time.perf_counter()
+        step()
+        synchronize(device)
+        pace = time.perf_counter() - t0
+        timings.append(Timing(warm + pace))
+        counts.append(steps_per_round or max(1, math.ceil(round_s / max(pace, 1e-6))))
+    for _ in range(rounds):
+        for step, timing, n in zip(steps, timings, counts):
+            synchronize(device)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                step()
+            synchronize(device)
+            timing.step_s.append((time.perf_counter() - t0) / n)
+    return timings
+
+
+def ratio_interval(faster: Timing, slower: Timing, confidence: float = 0.95
+                   ) -> tuple[float, float, float]:
+    """(ratio, low, high): how many times faster `faster` ran than `slower`, the median
+    over paired rounds and a t interval of the log ratio (rounds were interleaved, so each
+    pair saw the same machine)."""
+    from scipy import stats
+
+    logs = [math.log(s / f) for f, s in zip(faster.step_s, slower.step_s)]
+    ratio = slower.median_s / faster.median_s
+    if len(logs) < 2:
+        return ratio, ratio, ratio
+    mean, sd = statistics.fmean(logs), statistics.stdev(logs)
+    half = stats.t.ppf(0.5 + confidence / 2, len(logs) - 1) * sd / math.sqrt(len(logs))
+    return ratio, math.exp(mean - half), math.exp(mean + half)
+
+
+# -- memory ----------------------------------------------------------------------------
+def _status_kib(key: str) -> int | None:
+    try:
+        m = re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    except OSError:
+        return None
+    return int(m.group(1)) if m else None
+
+
+def step_memory(step: Callable[[], None], device: torch.device) -> int | None:
+    """Bytes a step takes beyond what was allocated before it (activations, gradients,
+    workspaces): CUDA's allocator peak, or on Linux the process's resident high-water mark
+    after handing freed memory back to the system; None where neither can be read."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    if device.type != "cpu" or _status_kib("VmHWM") is None:
+        return None
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")  # resets the high-water mark
+    except OSError:
+        return None
+    before = _status_kib("VmRSS")
+    step()
+    return (_status_kib("VmHWM") - before) * 1024
+
+
+# -- the machine's peak ----------------------------------------------------------------
+def peak_flops(device: torch.device, precision: str = "fp32", n: int = 2048,
+               repeats: int = 3) -> float:
+    """FLOP/s of the best of `repeats` n x n matrix products in `precision`: the peak the
+    achieved FLOP/s of a model are read against, measured in the same run."""
+    a = torch.randn(n, n, device=device, dtype=DTYPES[precision])
+    b = torch.randn(n, n, device=device, dtype=DTYPES[precision])
+    torch.mm(a, b)
+    best = math.inf
+    for _ in range(repeats):
+        synchronize(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+# -- choosing --------------------------------------------------------------------------
+@dataclass
+class Choice:
+    """The settings chosen for a model and why: each candidate's median step time."""
+
+    settings: Settings
+    step_s: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+    def describe(self) -> str:
+        if not self.step_s:
+            return f"{self.settings.label()} ({self.reason})"
+        times = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in
+                          sorted(self.step_s.items(), key=lambda kv: kv[1]))
+        return f"{self.settings.label()} (measured per step: {times})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.settings.as_dict(), "step_s": self.step_s, "reason": self.reason}
+
+
+def candidates(model: nn.Module, device: torch.device, mode: str, precision: str = "auto",
+               channels_last: bool | None = None, fuse_bn: bool | None = None,
+               compile: bool | None = False) -> list[Settings]:
+    """The settings worth timing for `model`: every combination of the choices left open
+    (None, or precision 'auto')."""
+    precisions = precisions_for(device) if precision == "auto" else [precision]
+    layouts = ([False, True] if has_conv(model) else [False]) if channels_last is None \
+        else [channels_last]
+    # Folding is exact (up to rounding) and removes a pass over memory: on whenever there
+    # is a batch norm to fold and the mode is inference.
+    fuse = (mode == "infer" and has_batchnorm(model)) if fuse_bn is None else fuse_bn
+    compiles = [False, True] if compile is None else [compile]
+    return [Settings(p, cl, fuse and mode == "infer", c)
+            for p in precisions for cl in layouts for c in compiles]
+
+
+def choose(model: nn.Module, batch: int, img_size: int, device: torch.device, mode: str,
+           precision: str = "auto", channels_last: bool | None = None,
+           fuse_bn: bool | None = None, compile: bool | None = False,
+           run_steps: int | None = None, in_chans: int = 3, rounds: int = 3,
+           fallback: Settings | None = None) -> Choice:
+    """The fastest settings for `model` on `device`, timed on copies of it (the model, its
+    weights and the random number generators are left as they were).
+
+    Choices given (not None, precision not 'auto') are kept. `run_steps`, the steps the run
+    will take, lets a short run skip the measurement (it could not pay for itself: the run
+    gets `fallback`, by default the device's defaults). torch.compile (`compile=None`) is
+    tried last, on the fastest eager settings, for a run of at least COMPILE_MIN_RUN_S
+    seconds, and kept if the time it saves over the run repays its compiling.
+    """
+    try_compile = compile is None and can_compile(device) and run_steps is not None
+    options = candidates(model, device, mode, precision, channels_last, fuse_bn, False)
+    short = fallback or replace(device_defaults(model, device, precision, channels_last),
+                                fuse_bn=options[0].fuse_bn)
+    # Each candidate takes at least 2 warm-up steps and one per round.
+    if run_steps is not None and run_steps < PAYBACK * len(options) * (2 + rounds):
+        return Choice(short, reason=f"a run of {run_steps} steps is too short to pay for "
+                                    "measuring")
+    num_classes = getattr(model, "num_classes", 1000) or 1000
+
+    def step_for(s: Settings) -> Callable[[], None]:
+        return make_step(copy.deepcopy(model), s, mode, batch, img_size, device, in_chans,
+                         num_classes)
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if len(options) > 1:
+            timings = interleaved([step_for(s) for s in options], device, warmup=2,
+                                  rounds=rounds, round_s=0.3)
+        else:
+            timings = interleaved([step_for(options[0])], device, warmup=1, rounds=1,
+                                  steps_per_round=1)
+        measured = {s.label(): t.median_s for s, t in zip(options, timings)}
+        best, timing = min(zip(options, timings), key=lambda st: st[1].median_s)
+        reason = "fastest measured" if len(options) > 1 else "nothing left to choose"
+        if try_compile and run_steps * timing.median_s >= COMPILE_MIN_RUN_S:
+            compiled = replace(best, compile=True)
+            eager_t, compiled_t = interleaved([step_for(best), step_for(compiled)], device,
+                                              warmup=2, rounds=rounds, round_s=0.3)
+            measured[compiled.label()] = compiled_t.median_s
+            saved = (eager_t.median_s - compiled_t.median_s) * run_steps
+            if saved > compiled_t.warmup_s:
+                best, reason = compiled, f"{reason}; compiling saves {saved:.0f} s"
+    if len(measured) == 1 and not best.compile:
+        return Choice(best, reason=reason)
+    return Choice(best, measured, reason=reason)
