@@ -33,7 +33,7 @@ from archlab.analysis.speed import (MODES, Settings, choose, device_name, interl
 from archlab.models.peers import OURS_KWARGS, build_peer, peer_of
 from archlab.models.registry import create_model, model_card
 
-PEER_SETTINGS = ("same", "default")
+PEER_SETTINGS = ("same", "default", "both")
 
 
 @dataclass
@@ -90,7 +90,8 @@ def bench_model(name: str, *, vs: str | None = None, peer_settings: str = "same"
                 rounds: int = 5, round_s: float = 0.5, peaks: dict[str, float] | None = None,
                 log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Rows for archlab's `name` (and the peer's, with `vs`) in each mode, timed
-    interleaved. `peaks` ({precision: FLOP/s}) gives the achieved share of the machine."""
+    interleaved: the peer in archlab's settings ('same'), in its defaults ('default') or
+    both. `peaks` ({precision: FLOP/s}) gives the achieved share of the machine."""
     if peer_settings not in PEER_SETTINGS:
         raise ValueError(f"peer settings are {' or '.join(PEER_SETTINGS)}, got {peer_settings!r}")
     size = _img_size(name, img_size, small_input)
@@ -103,8 +104,10 @@ def bench_model(name: str, *, vs: str | None = None, peer_settings: str = "same"
                                      channels_last, fuse_bn, compile)
         contestants = [Contestant("archlab", name, ours, settings, how)]
         if peer is not None:
-            peer_s = settings if peer_settings == "same" else Settings()
-            contestants.append(Contestant(vs, peer[0], peer[1], peer_s))
+            kinds = {"same": [settings], "default": [Settings()],
+                     "both": [Settings(), settings]}[peer_settings]
+            for s in dict.fromkeys(kinds):      # once when archlab's are the defaults
+                contestants.append(Contestant(vs, peer[0], peer[1], s))
         log(f"{name} {mode} {size} px batch {batch}: {how}")
         steps = [make_step(copy.deepcopy(c.model), c.settings, mode, batch, size, device,
                            ours.in_chans, ours.num_classes) for c in contestants]

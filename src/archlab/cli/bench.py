@@ -21,8 +21,8 @@ def add_commands(sub) -> None:
     p.add_argument("--vs", choices=SOURCES,
                    help="time the peer's same network too, interleaved, and print the ratio")
     p.add_argument("--peer-settings", choices=PEER_SETTINGS, default="same",
-                   help="the peer in archlab's settings (same) or in its own defaults: fp32, "
-                        "contiguous, eager (default: same)")
+                   help="the peer in archlab's settings (same), in its own defaults: fp32, "
+                        "contiguous, eager (default), or both (default: same)")
     p.add_argument("--mode", choices=(*MODES, "both"), default="both")
     p.add_argument("--batch", type=int, default=32, help="images per step (default 32)")
     add_options(p, "--img-size", "--small-input", "--device", "--precision")

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from archlab.analysis import profile
+from archlab.analysis.speed import has_bf16_units
 from archlab.study.data import DataCache
 from archlab.study.entry import ModelEntry, card_of
 from archlab.study.lease import Heartbeat, LeaseLost, RunWatch, budget_spent
@@ -123,6 +124,21 @@ def _train_network(entry: ModelEntry, run: Run, protocol: Protocol, train, run_d
                        f"{len(watch.history)} of {recipe.epochs}", state.get("steps", []))
 
 
+def unmeasured_settings(recipe, device: torch.device) -> dict[str, Any]:
+    """The speed settings a protocol leaves open, fixed by the device alone: a study compares
+    under one deterministic protocol, so no timing may decide how a run computes (`archlab
+    train` measures them instead). bf16 autocast, channels_last and torch.compile on a GPU
+    with bf16 units; fp32, contiguous and eager elsewhere."""
+    gpu = device.type == "cuda" and has_bf16_units(device)
+    fixed: dict[str, Any] = {}
+    if recipe.precision == "auto":
+        fixed["precision"] = "bf16" if gpu else "fp32"
+    for name in ("channels_last", "compile"):
+        if getattr(recipe, name) is None:
+            fixed[name] = gpu
+    return fixed
+
+
 def _run_network(entry: ModelEntry, run: Run, protocol: Protocol, train, test, run_dir: Path,
                  ctx: RunContext, heartbeat: Heartbeat):
     from archlab.train import evaluate_tta, resolve_device, step_columns
@@ -132,6 +148,7 @@ def _run_network(entry: ModelEntry, run: Run, protocol: Protocol, train, test, r
         extra["device"] = ctx.device
     recipe = protocol.recipe_for(entry, run.seed, **extra)
     device = resolve_device(ctx.device or recipe.device)
+    recipe = recipe.replace(**unmeasured_settings(recipe, device))
     memory = PeakMemory(device)
     t = _train_network(entry, run, protocol, train, run_dir, ctx, heartbeat, recipe, device)
     train_peak = memory.read()

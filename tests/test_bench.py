@@ -1,0 +1,181 @@
+"""Speed: batch norm folded exactly, depthwise layers kept in fp32 under bf16, the settings
+chosen and recorded (a CPU without bf16 units gets fp32), the interleaved timing and its
+ratio, and `archlab bench` against a peer with timm's columns. No test asserts a speed."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import archlab
+from archlab.analysis import speed
+from archlab.analysis.bench import append_results, bench_model
+from archlab.analysis.fold import conv_bn_pairs, fold_batchnorm
+from archlab.analysis.speed import Settings, Timing, choose, interleaved, ratio_interval
+from archlab.cli import main
+from archlab.train import Recipe, fit
+
+from peers import randomize_norms
+
+
+def _norms(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+@pytest.mark.parametrize("name, left", [("resnet18", 0), ("efficientnet_b0", 0),
+                                        ("mobilenet_v2_100", 0), ("resnetv2_50", 17)])
+def test_folded_batch_norm_gives_the_same_logits(name, left):
+    torch.manual_seed(0)
+    model = randomize_norms(archlab.create_model(name, num_classes=10)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    folded = fold_batchnorm(model, x)
+    # Pre-activation ResNet's norms follow an addition, not a convolution: they stay.
+    assert _norms(folded) == left and _norms(model) > left
+    y = torch.randn(3, 3, 64, 64)               # another batch than the one it traced
+    with torch.no_grad():
+        torch.testing.assert_close(folded(y), model(y), rtol=1e-4, atol=1e-4)
+
+
+def test_a_conv_output_read_twice_is_not_folded():
+    class Both(nn.Module):                      # the norm and the sum both read conv's output
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.other = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + self.other(y)
+
+    assert conv_bn_pairs(Both().eval(), torch.randn(1, 3, 8, 8)) == []
+
+
+def test_depthwise_layers_compute_in_fp32_under_bf16_with_the_same_keys():
+    model = archlab.create_model("mobilenet_v2_100", num_classes=10)
+    keys = list(model.state_dict())
+    speed.depthwise_in_fp32(model)
+    assert list(model.state_dict()) == keys
+    dw = next(m for m in model.modules() if isinstance(m, speed.Float32DepthwiseConv2d))
+    plain = next(m for m in model.modules() if type(m) is nn.Conv2d and m.groups == 1)
+    x = torch.randn(1, dw.in_channels, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        assert dw(x).dtype == torch.float32
+        assert plain(torch.randn(1, plain.in_channels, 8, 8)).dtype == torch.bfloat16
+
+
+def test_inference_settings_leave_the_callers_model_alone():
+    model = archlab.create_model("mobilenet_v2_100", num_classes=10).eval()
+    s = Settings("bf16", channels_last=True, fuse_bn=True)
+    run = s.prepare(model, "infer", torch.randn(2, 3, 32, 32))
+    assert run is not model and _norms(model) == 52 and _norms(run) == 0
+    assert not any(isinstance(m, speed.Float32DepthwiseConv2d) for m in model.modules())
+    conv = next(m for m in run.modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_interleaved_alternates_the_contestants():
+    calls = []
+    timings = interleaved([lambda: calls.append("A"), lambda: calls.append("B")],
+                          torch.device("cpu"), warmup=1, rounds=3, steps_per_round=2)
+    # Warm-up (and one pacing step) each, then rounds of two steps each, in turn.
+    assert calls == ["A", "A", "B", "B"] + ["A", "A", "B", "B"] * 3
+    assert all(len(t.step_s) == 3 for t in timings)
+
+
+def test_ratio_and_its_interval_by_hand():
+    fast = Timing(0.0, [1.0, 1.1, 0.9, 1.0])
+    slow = Timing(0.0, [2.0, 2.2, 1.8, 2.1])
+    ratio, low, high = ratio_interval(fast, slow)
+    assert ratio == pytest.approx(2.05 / 1.0)     # the medians' ratio
+    logs = [math.log(2.0), math.log(2.0), math.log(2.0), math.log(2.1)]
+    mean = sum(logs) / 4
+    assert low < math.exp(mean) < high and low > 1.9 and high < 2.2
+    assert Timing(0.0, [1.0, 2.0, 3.0, 4.0, 5.0]).spread_s == pytest.approx(2.0)
+
+
+def test_a_cpu_without_bf16_units_never_gets_bf16(monkeypatch):
+    monkeypatch.setattr(speed, "cpu_flags", lambda: {"avx2", "fma"})
+    cpu = torch.device("cpu")
+    assert speed.precisions_for(cpu) == ["fp32"]
+    model = archlab.create_model("resnet20", num_classes=10)
+    choice = choose(model, 8, 16, cpu, "train", rounds=1)
+    assert choice.settings.precision == "fp32"
+    assert set(choice.step_s) == {"fp32", "channels_last"}   # the layout was timed
+    monkeypatch.setattr(speed, "cpu_flags", lambda: {"amx_bf16", "avx512_bf16"})
+    assert speed.precisions_for(cpu) == ["fp32", "bf16"]
+
+
+def test_choosing_leaves_weights_and_random_state_alone():
+    model = archlab.create_model("resnet20", num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = torch.get_rng_state()
+    choose(model, 8, 16, torch.device("cpu"), "train", precision="fp32", rounds=1)
+    assert torch.equal(torch.get_rng_state(), state)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_a_short_run_is_not_measured_and_the_choice_is_recorded(tmp_path):
+    r = Recipe(epochs=1, batch_size=64, model_kwargs={"layers": [1, 1, 1]}, threads=1,
+               progress=False)
+    assert (r.precision, r.channels_last, r.compile) == ("auto", None, None)
+    result = fit("resnet20", "digits", r, run_dir=tmp_path / "run", verbose=False)
+    speed_info = result.info["speed"]
+    assert speed_info["precision"] == "fp32" and "too short" in speed_info["reason"]
+    assert "speed: fp32" in (tmp_path / "run" / "run.log").read_text()
+    state = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    assert state["speed"]["precision"] == "fp32"
+
+
+def test_recipes_written_with_amp_still_load():
+    assert Recipe.from_dict({"amp": True}).precision == "bf16"
+    assert Recipe.from_dict({"amp": False}).precision == "fp32"
+    assert Recipe.from_dict({"amp": None}).precision == "auto"
+    assert Recipe.from_dict({"channels_last": "auto"}).channels_last is None
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Recipe(precision="int8")
+
+
+def test_bench_rows_against_a_peer_have_timms_columns(tmp_path):
+    rows = bench_model("resnet18", vs="torchvision", peer_settings="default", modes=("infer",),
+                       batch=2, img_size=32, precision="fp32", channels_last=True,
+                       rounds=2, round_s=0.01, log=lambda _: None)
+    ours, peer = rows
+    assert (ours["library"], peer["library"], peer["model"]) == ("archlab", "torchvision",
+                                                                 "resnet18")
+    assert ours["settings"] == "channels_last+fused_bn" and peer["settings"] == "fp32"
+    for column in ("infer_samples_per_sec", "infer_step_time", "infer_batch_size",
+                   "infer_img_size", "infer_gmacs", "param_count", "device_name", "torch"):
+        assert column in ours and column in peer
+    assert ours["param_count"] == pytest.approx(11.69, abs=0.01)   # 1000 classes
+    low, ratio, high = (peer["archlab_speedup_low"], peer["archlab_speedup"],
+                        peer["archlab_speedup_high"])
+    assert low <= high and ratio > 0
+    path = append_results(rows, tmp_path / "bench.csv")
+    append_results(rows[:1], path)
+    with open(path, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["library"] for r in table] == ["archlab", "torchvision", "archlab"]
+    assert "archlab_speedup" in table[0]
+    jsonl = append_results(rows, tmp_path / "bench.jsonl")
+    assert [json.loads(line)["library"] for line in jsonl.read_text().splitlines()] == [
+        "archlab", "torchvision"]
+
+
+def test_bench_command_prints_the_ratio(tmp_path, capsys):
+    out = tmp_path / "rows.csv"
+    assert main(["bench", "resnet1[8]", "--vs", "torchvision", "--mode", "train",
+                 "--img-size", "32", "--batch", "2", "--precision", "fp32",
+                 "--no-channels-last", "--rounds", "2", "--round-seconds", "0.01",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "peak fp32" in text and "archlab" in text and "x [" in text
+    assert "train_samples_per_sec" in out.read_text().splitlines()[0]
+
+
+def test_bench_refuses_a_peer_the_model_does_not_have(capsys):
+    assert main(["bench", "resnet20", "--vs", "timm"]) == 2
+    assert "resnet20 has no timm counterpart" in capsys.readouterr().err
