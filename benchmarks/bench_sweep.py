@@ -4,16 +4,19 @@ For each family's representative: archlab in the settings `archlab bench` choose
 measurement (precision auto, layout measured, batch norm folded for inference), the peer's
 same network in its defaults (fp32, contiguous, eager: what its users get without asking),
 and the peer in archlab's settings, all timed interleaved in one process. CPU-sized input:
-batch 32 at 64 px (96 px for Inception v3, whose torchvision version needs 75), and the
-small-input variants at 32 px. The rows go to benchmarks/results/bench_sweep.csv and a
-Markdown table (the README's) is printed.
+batch 32 at 64 px (96 px for Inception v3, whose stem needs 75; without the auxiliary
+head, as timm builds it: the head's 5x5 convolution needs the 17x17 map of 299 px). The rows go to
+benchmarks/results/bench_sweep.csv, a model at a time, and the Markdown table of the whole
+file (the README's) is printed.
 
-    python benchmarks/bench_sweep.py                    # all, ~30 min on 2 Xeon cores
-    python benchmarks/bench_sweep.py --only resnet50,efficientnet_b0 --rounds 3
+    python benchmarks/bench_sweep.py                    # all, ~40 min on 2 Xeon cores
+    python benchmarks/bench_sweep.py --only resnet50,efficientnet_b0   # add or redo these
+    python benchmarks/bench_sweep.py --table            # the table of what was measured
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import time
 from pathlib import Path
@@ -28,7 +31,7 @@ SWEEP = [
     ("alexnet", "torchvision", 64),
     ("vgg16_bn", "torchvision", 64),
     ("googlenet", "torchvision", 64),
-    ("inception_v3", "torchvision", 96),
+    ("inception_v3_noaux", "timm", 96),
     ("resnet50", "torchvision", 64),
     ("resnetv2_50", "timm", 64),
     ("resnet50d", "timm", 64),
@@ -83,24 +86,51 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--round-seconds", type=float, default=0.4)
     p.add_argument("--out", default="benchmarks/results/bench_sweep.csv")
+    p.add_argument("--table", action="store_true", help="print the table of --out and stop")
     args = p.parse_args()
+    out = Path(args.out)
+    if args.table:
+        print(table(read_rows(out)))
+        return
     device = torch.device("cpu")
     chosen = [s for s in SWEEP if not args.only or s[0] in args.only.split(",")]
-    out = Path(args.out)
-    if out.exists() and not args.only:
-        out.unlink()                     # a whole sweep replaces the last one
+    if out.exists():
+        # A whole sweep replaces the last one; --only replaces those models' rows.
+        keep = [r for r in read_rows(out) if args.only and r["model_key"] not in
+                args.only.split(",")]
+        out.unlink()
+        if keep:
+            append_results(keep, out)
     load_before = os.getloadavg()[0]
     peaks = machine_peaks(device, precisions_for(device))
     rows, t0 = [], time.perf_counter()
     for name, peer, size in chosen:
-        new = bench_model(name, vs=peer, peer_settings="both", batch=args.batch, img_size=size,
-                          device=device, rounds=args.rounds, round_s=args.round_seconds,
-                          peaks=peaks)
+        try:
+            new = bench_model(name, vs=peer, peer_settings="both", batch=args.batch,
+                              img_size=size, device=device, rounds=args.rounds,
+                              round_s=args.round_seconds, peaks=peaks)
+        except Exception as e:          # one model's failure must not lose the others
+            print(f"{name}: {type(e).__name__}: {e}", flush=True)
+            continue
+        for r in new:
+            r["model_key"] = name       # archlab's name, also on the peer's rows
         append_results(new, out)        # a sweep cut short keeps what it measured
         rows += new
     print(f"\n{len(chosen)} models in {(time.perf_counter() - t0) / 60:.0f} min; load average "
           f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after; rows in {out}\n")
-    print(table(rows))
+    print(table(read_rows(out)))
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a results CSV, numbers as numbers."""
+    def value(v: str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+    with open(path, newline="") as f:
+        return [{k: value(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import cpu_name  # benchmarks/machine.py, beside this script
+from archlab.analysis.speed import cpu_name
 
 HERE = Path(__file__).resolve().parent
 

@@ -39,7 +39,7 @@ import threading
 import time
 from pathlib import Path
 
-from machine import cpu_name  # benchmarks/machine.py, beside this script
+from archlab.analysis.speed import cpu_name
 
 TARGET_S, TARGET_MEM, TARGET_TOP1 = 600.0, 4 * 2**30, 0.85
 

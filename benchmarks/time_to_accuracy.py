@@ -8,8 +8,16 @@ at which the test accuracy first reached each target (90%, 92%, 93%, 93.5%) alon
 the training throughput, the share of the step time spent in the data pipeline, and the
 memory the training images take.
 
-The clock counts what a user waits for in `archlab train`: the training steps, the data
-pipeline and the per-epoch validation; the benchmark's own test evaluations are excluded.
+The recipe's speed settings left open (precision auto) are chosen as `archlab train` chooses
+them, by measurement (analysis/speed.py); so that a figure means something on another
+machine, the script first times the chosen settings against fp32 eager (contiguous, no
+autocast) interleaved and prints the ratio, and `--compare-fp32` trains the first run again
+in fp32 eager and tests whether the test top-1 differs (paired bootstrap interval and
+McNemar's test on the 10,000 test images).
+
+The clock counts what a user waits for in `archlab train`: the choice of settings, the
+training steps, the data pipeline and the per-epoch validation; the benchmark's own test
+evaluations are excluded.
 The load average is recorded before and after: on a machine shared with other jobs the
 times are pessimistic, so re-run it on a quiet machine for the README.
 
@@ -17,25 +25,28 @@ times are pessimistic, so re-run it on a quiet machine for the README.
     python benchmarks/time_to_accuracy.py --budgets 5 --threads 1
     python benchmarks/time_to_accuracy.py --epochs 4,12           # fixed runs, no calibration
     python benchmarks/time_to_accuracy.py --recipe my.yaml --set batch_size=512
+    python benchmarks/time_to_accuracy.py --budgets 10,30 --compare-fp32
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
+from archlab.analysis.speed import Settings, cpu_name, interleaved, make_step, ratio_interval
 from archlab.data import load_dataset
-from archlab.train import Recipe, Trainer, TrainingInterrupted
+from archlab.study.stats import compare_accuracy
+from archlab.train import Recipe, Trainer, TrainingInterrupted, evaluate_tta
 
-from machine import cpu_name  # benchmarks/machine.py, beside this script
-
-TARGETS = (0.90, 0.92, 0.93, 0.935)
+TARGETS = (0.90, 0.92, 0.93, 0.935, 0.94, 0.945)
 
 
 class Clock:
@@ -89,15 +100,45 @@ def epochs_for(epoch_s: float, minutes: float, spare: float = 0.05) -> int:
     return epochs
 
 
-def run(recipe: Recipe, train, test, epochs: int, minutes: float | None) -> dict:
+def speed_ratio(trainer: Trainer) -> dict:
+    """The trainer's chosen settings against fp32 eager, one training step each in turn
+    on a copy of its model: the ratio of their step times with its 95% interval."""
+    chosen = trainer.settings
+    r, size = trainer.recipe, trainer.image_size
+    steps = [make_step(copy.deepcopy(trainer.model), s, "train", r.batch_size, size,
+                       trainer.device, trainer.preprocess.in_chans, trainer.data.num_classes)
+             for s in (chosen, Settings())]
+    fast, plain = interleaved(steps, trainer.device, rounds=7, round_s=1.0)
+    ratio, low, high = ratio_interval(fast, plain)
+    print(f"speed: {trainer.speed.describe()}\n  {chosen.label()} against fp32 eager: "
+          f"{ratio:.2f}x [{low:.2f}, {high:.2f}] per training step", flush=True)
+    return {"settings": chosen.label(), "choice": trainer.speed.as_dict(), "ratio": ratio,
+            "ratio_low": low, "ratio_high": high}
+
+
+def test_correct(trainer: Trainer, test) -> np.ndarray:
+    """Per test image: was the final model right?"""
+    metrics, _ = evaluate_tta(trainer.eval_model, trainer.preprocess.as_dict(), test, [],
+                              trainer.device, precision=trainer.settings.precision)
+    return (metrics.predictions == metrics.targets).numpy()
+
+
+def run(recipe: Recipe, train, test, epochs: int, minutes: float | None,
+        ratio: bool = False) -> dict:
     print(f"{epochs} epochs:", flush=True)
     start = time.perf_counter()
     curve = Curve(test, start)
     trainer = Trainer(recipe.model, train, recipe.replace(epochs=epochs), test_data=None,
                       callbacks=[curve], verbose=False)
+    speed = None
+    if ratio:                   # measured outside the run's clock
+        t0 = time.perf_counter()
+        speed = speed_ratio(trainer)
+        curve.excluded += time.perf_counter() - t0
     result = trainer.run()
     wall = time.perf_counter() - start - curve.excluded
     final = curve.rows[-1]["test_top1"]
+    correct = test_correct(trainer, test)
     reached = {f"{t:.3f}": next((r["wall_s"] for r in curve.rows if r["test_top1"] >= t), None)
                for t in TARGETS}
     steady = curve.rows[1:] or curve.rows
@@ -105,7 +146,23 @@ def run(recipe: Recipe, train, test, epochs: int, minutes: float | None) -> dict
             "reached_s": reached, "curve": curve.rows,
             "images_per_s": sum(r["images_per_s"] for r in steady) / len(steady),
             "data_frac": sum(r["data_frac"] for r in steady) / len(steady),
-            "history": result.history}
+            "speed": trainer.speed.as_dict(), "speed_ratio": speed, "history": result.history,
+            "_correct": correct}
+
+
+def compare_fp32(auto: dict, plain: dict) -> dict:
+    """The same epochs in the chosen settings and in fp32 eager: the difference of test
+    top-1 with its paired 95% bootstrap interval and McNemar's exact p-value, and whether
+    they are the same within it (the interval holds 0)."""
+    d = compare_accuracy(auto["_correct"], plain["_correct"])
+    same = d.ci.low <= 0.0 <= d.ci.high
+    line = (f"{auto['speed']['precision']} (chosen) against fp32 eager, {auto['epochs']} "
+            f"epochs: {auto['test_top1']:.2%} vs {plain['test_top1']:.2%}, difference "
+            f"{d.delta:+.2%} [{d.ci.low:+.2%}, {d.ci.high:+.2%}], McNemar p = {d.p_value:.3f}: "
+            + ("the same within the 95% interval" if same else "different"))
+    return {"delta": d.delta, "low": d.ci.low, "high": d.ci.high, "p_value": d.p_value,
+            "same": same, "line": line,
+            "wall_s": {"chosen": auto["wall_s"], "fp32_eager": plain["wall_s"]}}
 
 
 def main() -> None:
@@ -119,6 +176,8 @@ def main() -> None:
     p.add_argument("--epochs", help="epochs per run, comma-separated, instead of budgets "
                                     "(no calibration: the same runs on every machine)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--compare-fp32", action="store_true",
+                   help="train the first run again in fp32 eager and test the difference")
     p.add_argument("--out", default="benchmarks/results/time_to_accuracy.json")
     args = p.parse_args()
 
@@ -146,7 +205,14 @@ def main() -> None:
     else:
         epoch_s = seconds_per_epoch(recipe, train)
         plan = [(epochs_for(epoch_s, float(b)), float(b)) for b in args.budgets.split(",")]
-    results = [run(recipe, train, test, epochs, minutes) for epochs, minutes in plan]
+    results = [run(recipe, train, test, epochs, minutes, ratio=i == 0)
+               for i, (epochs, minutes) in enumerate(plan)]
+    comparison = None
+    if args.compare_fp32:
+        eager = recipe.replace(precision="fp32", channels_last=False, compile=False)
+        plain = run(eager, train, test, results[0]["epochs"], None)
+        comparison = compare_fp32(results[0], plain)
+        results.append(plain)
     load_after = os.getloadavg()
 
     def label(r: dict) -> str:
@@ -166,8 +232,12 @@ def main() -> None:
             s = r["reached_s"][f"{t:.3f}"]
             cells.append(f"{label(r)}: " + (f"{s:.0f} s" if s else "not reached"))
         print(f"  {t:.1%}: " + "; ".join(cells))
+    if comparison:
+        print(comparison["line"])
     print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} "
           f"on {os.cpu_count()} cores")
+    for r in results:
+        del r["_correct"]
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +245,7 @@ def main() -> None:
         "recipe": recipe.to_dict(), "cpu": cpu_name(), "cores": os.cpu_count(),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "memory_mb": memory_mb, "load_before": load_before, "load_after": load_after,
-        "results": results}, indent=1))
+        "results": results, "fp32_comparison": comparison}, indent=1))
     print(f"details: {out}")
 
 

@@ -89,10 +89,13 @@ def test_ratio_and_its_interval_by_hand():
     fast = Timing(0.0, [1.0, 1.1, 0.9, 1.0])
     slow = Timing(0.0, [2.0, 2.2, 1.8, 2.1])
     ratio, low, high = ratio_interval(fast, slow)
-    assert ratio == pytest.approx(2.05 / 1.0)     # the medians' ratio
+    # Paired rounds: 2, 2, 2 and 2.1 times; their geometric mean, and a t interval on logs.
     logs = [math.log(2.0), math.log(2.0), math.log(2.0), math.log(2.1)]
     mean = sum(logs) / 4
-    assert low < math.exp(mean) < high and low > 1.9 and high < 2.2
+    sd = math.sqrt(sum((v - mean) ** 2 for v in logs) / 3)
+    half = 3.182446 * sd / 2                    # t(0.975, 3 df) x sd / sqrt(4)
+    assert ratio == pytest.approx(math.exp(mean))
+    assert (low, high) == pytest.approx((math.exp(mean - half), math.exp(mean + half)))
     assert Timing(0.0, [1.0, 2.0, 3.0, 4.0, 5.0]).spread_s == pytest.approx(2.0)
 
 

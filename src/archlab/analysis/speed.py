@@ -2,10 +2,10 @@
 fp16 autocast), the memory layout (channels_last), batch norm folded into its convolution
 for inference, and torch.compile.
 
-The fastest settings depend on the model and the machine: on a CPU with bf16 matrix units
-(Intel AMX, AVX512-BF16) bf16 autocast runs a ResNet-50 2-3x faster, while a depthwise
-EfficientNet can get slower unless it is also channels_last; a CPU without those units runs
-bf16 slower than fp32. So `choose` does not guess: it times the candidates on the model
+The fastest settings depend on the model and the machine: on 2 Xeon cores with AMX, at 64
+px, bf16 autocast and channels_last made GoogLeNet's inference 3x faster and a VGG-16's
+training 1.6x, while AlexNet's training got slower in bf16 and a depthwise EfficientNet
+slower still (below); a CPU without bf16 units runs bf16 slower than fp32. So `choose` does not guess: it times the candidates on the model
 itself, interleaved, and keeps the fastest. bf16 is a candidate only where the device has
 the units for it, so a machine without them never gets slower than fp32.
 
@@ -39,8 +39,8 @@ from archlab.analysis.fold import fold_batchnorm
 PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("train", "infer")
-# A run shorter than this many times the cost of measuring its candidates keeps fp32 and
-# the contiguous layout: the measurement could not pay for itself.
+# A run shorter than this many times the steps measuring its candidates takes keeps the
+# device's defaults: the measurement could not pay for itself.
 PAYBACK = 20
 # torch.compile costs tens of seconds to minutes: it is tried only for runs this long.
 COMPILE_MIN_RUN_S = 600.0
@@ -111,10 +111,6 @@ class Settings:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
                              f"{self.precision!r}")
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return DTYPES[self.precision]
 
     def names(self) -> list[str]:
         """What is on, as a run log names it: ['bf16', 'channels_last', ...]."""
@@ -222,7 +218,6 @@ def device_defaults(model: nn.Module, device: torch.device, precision: str = "au
                     ("fp32" if precision == "auto" else precision),
                     (cuda_bf16 and has_conv(model)) if channels_last is None else channels_last,
                     False, bool(compile))
-
 
 
 # -- one step --------------------------------------------------------------------------
@@ -337,18 +332,18 @@ def interleaved(steps: Sequence[Callable[[], None]], device: torch.device, warmu
 
 def ratio_interval(faster: Timing, slower: Timing, confidence: float = 0.95
                    ) -> tuple[float, float, float]:
-    """(ratio, low, high): how many times faster `faster` ran than `slower`, the median
-    over paired rounds and a t interval of the log ratio (rounds were interleaved, so each
+    """(ratio, low, high): how many times faster `faster` ran than `slower`: the geometric
+    mean of the paired rounds' ratios and its t interval (rounds were interleaved, so each
     pair saw the same machine)."""
     from scipy import stats
 
     logs = [math.log(s / f) for f, s in zip(faster.step_s, slower.step_s)]
-    ratio = slower.median_s / faster.median_s
+    mean = statistics.fmean(logs)
     if len(logs) < 2:
-        return ratio, ratio, ratio
-    mean, sd = statistics.fmean(logs), statistics.stdev(logs)
+        return math.exp(mean), math.exp(mean), math.exp(mean)
+    sd = statistics.stdev(logs)
     half = stats.t.ppf(0.5 + confidence / 2, len(logs) - 1) * sd / math.sqrt(len(logs))
-    return ratio, math.exp(mean - half), math.exp(mean + half)
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
 
 
 # -- memory ----------------------------------------------------------------------------
