@@ -55,7 +55,10 @@ class Clock:
     they ran 15% faster than the epochs that followed, and the runs overran their budget."""
 
     def __init__(self) -> None:
-        self.t0, self.epoch_s = time.perf_counter(), None
+        self.t0, self.epoch_s = None, None
+
+    def on_fit_start(self, trainer) -> None:
+        self.t0 = time.perf_counter()
 
     def on_epoch_end(self, trainer, row) -> None:
         self.epoch_s = time.perf_counter() - self.t0
@@ -81,9 +84,12 @@ class Curve:
 
 
 def seconds_per_epoch(recipe: Recipe, train) -> float:
+    """One epoch's wall time in the settings the recipe's runs choose, not compiled (a
+    long calibration run would try compiling, and its first epoch would time that)."""
     clock = Clock()
-    trainer = Trainer(recipe.model, train, recipe.replace(epochs=1000), callbacks=[clock],
-                      verbose=False)
+    trainer = Trainer(recipe.model, train, recipe.replace(epochs=1000, compile=False),
+                      callbacks=[clock], verbose=False)
+    print(f"calibration in {trainer.speed.describe()}", flush=True)
     try:
         trainer.run()
     except TrainingInterrupted:
@@ -165,6 +171,29 @@ def compare_fp32(auto: dict, plain: dict) -> dict:
             "wall_s": {"chosen": auto["wall_s"], "fp32_eager": plain["wall_s"]}}
 
 
+def print_summary(results: list[dict], comparison: dict | None) -> None:
+    """The runs' table, when each reached each target, and the fp32 comparison."""
+    def label(r: dict) -> str:
+        return (f"{r['budget_min']:g} min" if r["budget_min"] else "-") + f" ({r['epochs']} ep.)"
+
+    print()
+    print("| budget (epochs) | wall time | test top-1 | img/s | data share |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        print(f"| {label(r)} | {r['wall_s']:.0f} s | {r['test_top1']:.2%} | "
+              f"{r['images_per_s']:.0f} | {r['data_frac']:.1%} |")
+    print()
+    print("time to reach a test accuracy (first epoch at or above it, along each run):")
+    for t in TARGETS:
+        cells = []
+        for r in results:
+            s = r["reached_s"][f"{t:.3f}"]
+            cells.append(f"{label(r)}: " + (f"{s:.0f} s" if s else "not reached"))
+        print(f"  {t:.1%}: " + "; ".join(cells))
+    if comparison:
+        print(comparison["line"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipe", default="fashion-mnist", help="preset name or YAML file")
@@ -215,25 +244,7 @@ def main() -> None:
         results.append(plain)
     load_after = os.getloadavg()
 
-    def label(r: dict) -> str:
-        return (f"{r['budget_min']:g} min" if r["budget_min"] else "-") + f" ({r['epochs']} ep.)"
-
-    print()
-    print("| budget (epochs) | wall time | test top-1 | img/s | data share |")
-    print("|---|---|---|---|---|")
-    for r in results:
-        print(f"| {label(r)} | {r['wall_s']:.0f} s | {r['test_top1']:.2%} | "
-              f"{r['images_per_s']:.0f} | {r['data_frac']:.1%} |")
-    print()
-    print("time to reach a test accuracy (first epoch at or above it, along each run):")
-    for t in TARGETS:
-        cells = []
-        for r in results:
-            s = r["reached_s"][f"{t:.3f}"]
-            cells.append(f"{label(r)}: " + (f"{s:.0f} s" if s else "not reached"))
-        print(f"  {t:.1%}: " + "; ".join(cells))
-    if comparison:
-        print(comparison["line"])
+    print_summary(results, comparison)
     print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} "
           f"on {os.cpu_count()} cores")
     for r in results:

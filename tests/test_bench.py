@@ -111,6 +111,30 @@ def test_a_cpu_without_bf16_units_never_gets_bf16(monkeypatch):
     assert speed.precisions_for(cpu) == ["fp32", "bf16"]
 
 
+def test_compiling_is_tried_only_for_a_long_run(monkeypatch):
+    compiled = []
+
+    def fake_compile(model):                    # the real one costs a minute on 2 cores
+        compiled.append(model)
+        return model
+
+    monkeypatch.setattr(speed, "can_compile", lambda device: True)
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = archlab.create_model("resnet20", num_classes=10)
+    cpu = torch.device("cpu")
+    long_run = choose(model, 8, 16, cpu, "train", "fp32", False, False, None,
+                      run_steps=10**9, rounds=1)
+    assert compiled and "compiled" in long_run.step_s     # timed beside the eager best
+    compiled.clear()
+    # A run shorter than COMPILE_MIN_RUN_S (made huge here: a loaded machine's step time
+    # would otherwise decide) is not compiled, nor is one too short to measure at all.
+    monkeypatch.setattr(speed, "COMPILE_MIN_RUN_S", 1e12)
+    choose(model, 8, 16, cpu, "train", "fp32", False, False, None, run_steps=500, rounds=1)
+    short = choose(model, 8, 16, cpu, "train", "fp32", False, False, None, run_steps=10,
+                   rounds=1)
+    assert not compiled and "too short" in short.reason
+
+
 def test_choosing_leaves_weights_and_random_state_alone():
     model = archlab.create_model("resnet20", num_classes=10)
     before = {k: v.clone() for k, v in model.state_dict().items()}

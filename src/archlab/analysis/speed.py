@@ -4,10 +4,11 @@ for inference, and torch.compile.
 
 The fastest settings depend on the model and the machine: on 2 Xeon cores with AMX, at 64
 px, bf16 autocast and channels_last made GoogLeNet's inference 3x faster and a VGG-16's
-training 1.6x, while AlexNet's training got slower in bf16 and a depthwise EfficientNet
-slower still (below); a CPU without bf16 units runs bf16 slower than fp32. So `choose` does not guess: it times the candidates on the model
-itself, interleaved, and keeps the fastest. bf16 is a candidate only where the device has
-the units for it, so a machine without them never gets slower than fp32.
+training 1.5x, while AlexNet's training got slower in bf16 and a depthwise EfficientNet
+slower still (below); a CPU without bf16 units runs bf16 slower than fp32. So `choose`
+does not guess: it times the candidates on the model itself, interleaved, and keeps the
+fastest. bf16 is a candidate only where the device has the units for it, so a machine
+without them never gets slower than fp32.
 
 Timing follows timm's benchmark.py: warm-up steps first (they include compiling), then
 rounds in which every contestant runs its steps in turn (A, B, A, B, ...), so that a change

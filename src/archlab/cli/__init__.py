@@ -1,8 +1,8 @@
 """The `archlab` command. Each subcommand parses its arguments, calls the API and prints.
 
-One module per group of commands: models (models, info, calc, convert), bench, train (train,
-lr-find, eval, predict), explain, study (compare, report), experiment; recipe_flags turns the Recipe's
-fields into flags. Adding a subcommand: write `cmd_NAME(args) -> int` and `_parser_NAME(sub)`
+One module per group of commands: models (models, info, calc, convert), bench, train
+(train, lr-find, eval, predict), explain, study (compare, report), experiment; recipe_flags
+turns the Recipe's fields into flags. Adding a subcommand: write `cmd_NAME(args) -> int` and `_parser_NAME(sub)`
 in its group's module and call the parser builder from that module's `add_commands`.
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Sequence
 from archlab._version import __version__
 from archlab.cli import bench, experiment, explain, models, study, train
 
-GROUPS = (models, bench, train, explain, study, experiment)  # the order `archlab --help` lists them in
+# The order `archlab --help` lists them in.
+GROUPS = (models, bench, train, explain, study, experiment)
 
 
 def build_parser() -> argparse.ArgumentParser:
