@@ -133,6 +133,10 @@ def test_compiling_is_tried_only_for_a_long_run(monkeypatch):
     short = choose(model, 8, 16, cpu, "train", "fp32", False, False, None, run_steps=10,
                    rounds=1)
     assert not compiled and "too short" in short.reason
+    # Asked for, compiling is kept whatever the run's length.
+    assert choose(model, 8, 16, cpu, "train", "fp32", None, False, True, run_steps=10,
+                  rounds=1).settings.compile
+    assert choose(model, 8, 16, cpu, "infer", "fp32", False, False, True).settings.compile
 
 
 def test_choosing_leaves_weights_and_random_state_alone():

@@ -73,15 +73,6 @@ def peer_model(name: str, source: str, img_size: int) -> tuple[str, nn.Module]:
     return peer_name, build_peer(source, peer_name, **kwargs)
 
 
-def settings_for(model: nn.Module, mode: str, batch: int, img_size: int,
-                 device: torch.device, precision: str, channels_last: bool | None,
-                 fuse_bn: bool | None, compile: bool) -> tuple[Settings, str]:
-    """The settings asked for, with those left open chosen by measurement."""
-    choice = choose(model, batch, img_size, device, mode, precision, channels_last,
-                    fuse_bn if mode == "infer" else False, compile)
-    return choice.settings, choice.describe()
-
-
 def bench_model(name: str, *, vs: str | None = None, peer_settings: str = "same",
                 modes: Sequence[str] = MODES, batch: int = 32, img_size: int | None = None,
                 small_input: bool = False, precision: str = "auto",
@@ -100,8 +91,10 @@ def bench_model(name: str, *, vs: str | None = None, peer_settings: str = "same"
     peer = peer_model(name, vs, size) if vs else None
     rows = []
     for mode in modes:
-        settings, how = settings_for(ours, mode, batch, size, device, precision,
-                                     channels_last, fuse_bn, compile)
+        # The settings asked for, those left open chosen by measurement.
+        choice = choose(ours, batch, size, device, mode, precision, channels_last, fuse_bn,
+                        compile)
+        settings, how = choice.settings, choice.describe()
         contestants = [Contestant("archlab", name, ours, settings, how)]
         if peer is not None:
             kinds = {"same": [settings], "default": [Settings()],

@@ -48,26 +48,25 @@ COMPILE_MIN_RUN_S = 600.0
 
 
 # -- the machine -----------------------------------------------------------------------
-def cpu_name() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo, else what platform knows)."""
+def _cpuinfo(key: str) -> str | None:
+    """The first value of `key` in Linux's /proc/cpuinfo, None where there is none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(key):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, else what platform knows)."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (Linux), empty where the system does not say."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set((_cpuinfo("flags") or "").split())
 
 
 def device_name(device: torch.device) -> str:
@@ -209,15 +208,16 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def device_defaults(model: nn.Module, device: torch.device, precision: str = "auto",
-                    channels_last: bool | None = None, compile: bool | None = None
-                    ) -> Settings:
-    """The open choices filled without measuring: bf16 and channels_last on a GPU with bf16
-    units, fp32 and contiguous elsewhere, never compiled."""
+def device_defaults(device: torch.device, precision: str = "auto",
+                    channels_last: bool | None = None, compile: bool | None = None,
+                    conv: bool = True) -> Settings:
+    """The open choices filled without measuring: bf16, and channels_last for a network
+    with convolutions (`conv`), on a GPU with bf16 units; fp32 and contiguous elsewhere;
+    compiled only when asked."""
     cuda_bf16 = device.type == "cuda" and has_bf16_units(device)
     return Settings("bf16" if precision == "auto" and cuda_bf16 else
                     ("fp32" if precision == "auto" else precision),
-                    (cuda_bf16 and has_conv(model)) if channels_last is None else channels_last,
+                    (cuda_bf16 and conv) if channels_last is None else channels_last,
                     False, bool(compile))
 
 
@@ -419,39 +419,41 @@ class Choice:
 
 
 def candidates(model: nn.Module, device: torch.device, mode: str, precision: str = "auto",
-               channels_last: bool | None = None, fuse_bn: bool | None = None,
-               compile: bool | None = False) -> list[Settings]:
-    """The settings worth timing for `model`: every combination of the choices left open
-    (None, or precision 'auto')."""
+               channels_last: bool | None = None, fuse_bn: bool | None = None
+               ) -> list[Settings]:
+    """The eager settings worth timing for `model`: every combination of the choices left
+    open (None, or precision 'auto'). `choose` tries compiling apart, on the fastest."""
     precisions = precisions_for(device) if precision == "auto" else [precision]
     layouts = ([False, True] if has_conv(model) else [False]) if channels_last is None \
         else [channels_last]
     # Folding is exact (up to rounding) and removes a pass over memory: on whenever there
     # is a batch norm to fold and the mode is inference.
     fuse = (mode == "infer" and has_batchnorm(model)) if fuse_bn is None else fuse_bn
-    compiles = [False, True] if compile is None else [compile]
-    return [Settings(p, cl, fuse and mode == "infer", c)
-            for p in precisions for cl in layouts for c in compiles]
+    return [Settings(p, cl, fuse and mode == "infer")
+            for p in precisions for cl in layouts]
 
 
 def choose(model: nn.Module, batch: int, img_size: int, device: torch.device, mode: str,
            precision: str = "auto", channels_last: bool | None = None,
            fuse_bn: bool | None = None, compile: bool | None = False,
-           run_steps: int | None = None, in_chans: int = 3, rounds: int = 3,
-           fallback: Settings | None = None) -> Choice:
+           run_steps: int | None = None, in_chans: int = 3, rounds: int = 3) -> Choice:
     """The fastest settings for `model` on `device`, timed on copies of it (the model, its
     weights and the random number generators are left as they were).
 
-    Choices given (not None, precision not 'auto') are kept. `run_steps`, the steps the run
-    will take, lets a short run skip the measurement (it could not pay for itself: the run
-    gets `fallback`, by default the device's defaults). torch.compile (`compile=None`) is
-    tried last, on the fastest eager settings, for a run of at least COMPILE_MIN_RUN_S
-    seconds, and kept if the time it saves over the run repays its compiling.
+    Choices given (not None, precision not 'auto') are kept; `compile=True` compiles the
+    chosen eager settings. `run_steps`, the steps the run will take, lets a short run skip
+    the measurement (it could not pay for itself: the run gets the device's defaults).
+    torch.compile (`compile=None`) is tried last, on the fastest eager settings, for a run
+    of at least COMPILE_MIN_RUN_S seconds, and kept if the time it saves over the run
+    repays its compiling.
     """
     try_compile = compile is None and can_compile(device) and run_steps is not None
-    options = candidates(model, device, mode, precision, channels_last, fuse_bn, False)
-    short = fallback or replace(device_defaults(model, device, precision, channels_last),
-                                fuse_bn=options[0].fuse_bn)
+    options = [replace(s, compile=bool(compile))
+               for s in candidates(model, device, mode, precision, channels_last, fuse_bn)]
+    if len(options) == 1 and not try_compile:
+        return Choice(options[0], reason="nothing left to choose")
+    short = replace(device_defaults(device, precision, channels_last, compile,
+                                    conv=has_conv(model)), fuse_bn=options[0].fuse_bn)
     # Each candidate takes at least 2 warm-up steps and one per round.
     if run_steps is not None and run_steps < PAYBACK * len(options) * (2 + rounds):
         return Choice(short, reason=f"a run of {run_steps} steps is too short to pay for "

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from archlab.analysis.speed import autocast
+from archlab.analysis.speed import autocast, synchronize
 
 
 class PeakMemory:
@@ -52,19 +52,15 @@ def measure_throughput(model: torch.nn.Module, input_shape: tuple[int, ...],
     model.eval()
     x = torch.randn(batch_size, *input_shape, device=device)
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     try:
         with autocast(device.type, precision):
             model(x)
-            sync()
+            synchronize(device)
             n, t0 = 0, time.perf_counter()
             while True:
                 model(x)
                 n += 1
-                sync()
+                synchronize(device)
                 elapsed = time.perf_counter() - t0
                 if elapsed >= seconds or (n >= 2 and elapsed >= seconds / 4 and n >= 10):
                     break

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from archlab.analysis import profile
-from archlab.analysis.speed import has_bf16_units
+from archlab.analysis.speed import device_defaults, has_bf16_units
 from archlab.study.data import DataCache
 from archlab.study.entry import ModelEntry, card_of
 from archlab.study.lease import Heartbeat, LeaseLost, RunWatch, budget_spent
@@ -127,15 +127,12 @@ def _train_network(entry: ModelEntry, run: Run, protocol: Protocol, train, run_d
 def unmeasured_settings(recipe, device: torch.device) -> dict[str, Any]:
     """The speed settings a protocol leaves open, fixed by the device alone: a study compares
     under one deterministic protocol, so no timing may decide how a run computes (`archlab
-    train` measures them instead). bf16 autocast, channels_last and torch.compile on a GPU
-    with bf16 units; fp32, contiguous and eager elsewhere."""
-    gpu = device.type == "cuda" and has_bf16_units(device)
-    fixed: dict[str, Any] = {}
-    if recipe.precision == "auto":
-        fixed["precision"] = "bf16" if gpu else "fp32"
-    for name in ("channels_last", "compile"):
-        if getattr(recipe, name) is None:
-            fixed[name] = gpu
+    train` measures them instead): the device's defaults (speed.device_defaults), and on a
+    GPU with bf16 units compiled too, a study's runs being long."""
+    s = device_defaults(device, recipe.precision, recipe.channels_last)
+    fixed: dict[str, Any] = {"precision": s.precision, "channels_last": s.channels_last}
+    if recipe.compile is None:
+        fixed["compile"] = device.type == "cuda" and has_bf16_units(device)
     return fixed
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from archlab.analysis.speed import Choice, Settings, choose, device_defaults, has_batchnorm
+from archlab.analysis.speed import (Choice, Settings, choose, device_defaults, has_batchnorm,
+                                    has_conv)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -39,9 +40,10 @@ def run_settings(recipe, model: nn.Module, device: torch.device, image_size: int
         return Choice(Settings(**fields), recorded.get("step_s", {}),
                       "recorded when the run started")
     if several_processes:
-        return Choice(device_defaults(model, device, recipe.precision, recipe.channels_last,
-                                      recipe.compile), reason="several processes: the device's "
-                                                              "defaults, the same in each")
+        defaults = device_defaults(device, recipe.precision, recipe.channels_last,
+                                   recipe.compile, conv=has_conv(model))
+        return Choice(defaults, reason="several processes: the device's defaults, the same "
+                                       "in each")
     return choose(model, recipe.batch_size, image_size, device, "train", recipe.precision,
                   recipe.channels_last, False, recipe.compile, run_steps=run_steps,
                   in_chans=in_chans)
