@@ -89,6 +89,65 @@ def test_profile_receptive_field_equals_gradient_support():
     assert p.layers[-1].receptive_field == tuple(float(v) for v in _gradient_support(net, 96))
 
 
+def test_dilated_receptive_field_chain_equals_gradient_support():
+    torch.manual_seed(0)
+    chain = [(3, 1, 1), (3, 2, 1), (3, 1, 2), (3, 1, 4)]
+    net = nn.Sequential(*[nn.Conv2d(1, 1, k, stride=s, dilation=d, padding=d * (k - 1) // 2)
+                          for k, s, d in chain])
+    for m in net:
+        nn.init.uniform_(m.weight, 0.1, 1.0)
+    r = calc.receptive_field(chain)
+    assert (r["receptive_field"], r["stride"]) == (3 + 2 + 2 * 2 * 2 + 2 * 4 * 2, 2)
+    assert r["fields"] == [3, 5, 13, 29] and r["strides"] == [1, 2, 2, 2]
+    assert _gradient_support(net, 80) == (r["receptive_field"],) * 2
+    # Without the dilations, the same weights see much less.
+    assert calc.receptive_field([(3, 1), (3, 2), (3, 1), (3, 1)])["receptive_field"] == 13
+
+
+def test_attention_cost_equals_vit_tokens_and_flop_counter():
+    r = calc.attention_cost(224, 16, 768, 12)
+    with torch.device("meta"):
+        vit = archlab.create_model("vit_base_patch16_224")
+    assert r["patch_tokens"] == vit.num_tokens == 197
+    n, heads, head_dim = r["patch_tokens"], 12, 64
+    q = torch.empty(1, heads, n, head_dim, device="meta")
+    with FlopCounterMode(display=False) as fc:
+        torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    assert r["patch_macs"] == fc.get_total_flops() // 2
+    assert r["patch_entries"] == heads * n * n
+    # 512 px: pixels as tokens (262,145) against 16 px patches (1,025), the slide's example.
+    big = calc.attention_cost(512, 16)
+    assert (big["pixel_tokens"], big["patch_tokens"]) == (512 * 512 + 1, 32 * 32 + 1)
+    assert big["ratio"] == pytest.approx((262_145 / 1_025) ** 2)
+    with pytest.raises(ValueError, match="does not split"):
+        calc.attention_cost(100, 16)
+
+
+def test_fc_on_a_whole_image_against_nn_linear_and_conv():
+    r = calc.fc_on_image(100, 100, 3, 1000, kernel=3)
+    assert r["fc_params"] == sum(p.numel() for p in nn.Linear(30_000, 1000).parameters())
+    assert r["fc_params"] == 30_001_000          # the slides: 30 million for one layer
+    assert r["conv_params"] == sum(p.numel() for p in nn.Conv2d(3, 1000, 3).parameters())
+
+
+def test_reduction_saving_equals_flop_counter():
+    r = calc.reduction_saving(192, 16, 32, kernel=5, size=28)
+    x = torch.zeros(1, 192, 28, 28)
+    direct = nn.Conv2d(192, 32, 5, padding=2, bias=False)
+    reduced = nn.Sequential(nn.Conv2d(192, 16, 1, bias=False),
+                            nn.Conv2d(16, 32, 5, padding=2, bias=False))
+
+    def macs(module):
+        with FlopCounterMode(display=False) as fc:
+            module(x)
+        return fc.get_total_flops() // 2
+
+    assert r["direct_macs"] == macs(direct) == 120_422_400      # "120 million"
+    assert r["reduced_macs"] == macs(reduced) == 12_443_648     # "12.4 million"
+    assert r["reduced_weights"] == sum(p.numel() for p in reduced.parameters())
+    assert r["saving"] == pytest.approx(1 - 12_443_648 / 120_422_400)
+
+
 def test_profile_counts_alexnet_like_the_reference():
     p = profile("alexnet")
     assert p.params == 61_100_840

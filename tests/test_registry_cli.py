@@ -126,6 +126,16 @@ def test_cli_models_info_calc(capsys):
     assert main(["calc", "conv", "--size", "224", "--kernel", "7", "--stride", "2",
                  "--padding", "3"]) == 0
     assert "-> 112 px" in capsys.readouterr().out
+    assert main(["calc", "rf", "3x1", "3x1d2"]) == 0
+    assert "3x3 dilated 2 (spans 5), stride 1: field 7" in capsys.readouterr().out
+    assert main(["calc", "attention", "--size", "512", "--patch", "16"]) == 0
+    assert "262,145 tokens" in (out := capsys.readouterr().out) and "1,025 tokens" in out
+    assert main(["calc", "fc", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fc_params"] == 30_001_000
+    assert main(["calc", "reduce"]) == 0
+    assert "120,422,400" in (out := capsys.readouterr().out) and "12,443,648" in out
+    assert main(["calc", "rf", "3x1e2"]) == 2
+    assert "is not KxS or KxSdD" in capsys.readouterr().err
     assert main(["info", "alexnett"]) == 2
     assert "Closest registered names: alexnet" in capsys.readouterr().err
 

@@ -72,6 +72,19 @@ def test_plain_twin_costs_the_same(depth):
     assert all(not b.residual and b.downsample is None for b in blocks)
 
 
+@pytest.mark.parametrize("depth", [18, 34])
+def test_imagenet_plain_net_is_resnet_without_its_projections(depth):
+    # By hand: three stage transitions, each a 1×1 projection and its batch norm
+    # (64→128, 128→256, 256→512).
+    projections = sum(c_in * c_out + 2 * c_out for c_in, c_out in ((64, 128), (128, 256),
+                                                                 (256, 512)))
+    res, plain = _meta(f"resnet{depth}"), _meta(f"plain{depth}")
+    assert _count(plain) == _count(res) - projections
+    blocks = [m for m in plain.modules() if isinstance(m, _Block)]
+    assert len(blocks) == (8 if depth == 18 else 16)
+    assert all(not b.residual and b.downsample is None for b in blocks)
+
+
 def test_zero_pad_shortcut_by_hand():
     x = torch.randn(2, 16, 8, 8)
     out = ZeroPadShortcut(32, 2)(x)

@@ -9,7 +9,7 @@ def human(n: float | int | None, unit: str = "") -> str:
     """1234567 -> '1.23M'; below a thousand the number as it is ('512', '0.5')."""
     if n is None:
         return "-"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
         if abs(n) >= div:
             return f"{n / div:.2f}{suffix}{unit}"
     return f"{n:.0f}{unit}" if float(n).is_integer() or abs(n) >= 10 else f"{n:.3g}{unit}"

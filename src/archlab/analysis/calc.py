@@ -71,10 +71,87 @@ def separable_cost(in_chs: int, out_chs: int, kernel: int = 3, size: int = 1
             "separable_weights": kernel * kernel * in_chs + in_chs * out_chs}
 
 
-def receptive_field(layers: list[tuple[int, int]]) -> dict[str, float]:
-    """Receptive field and cumulative stride after a chain of (kernel, stride) layers:
-    r ← r + (k − 1)·j, j ← j·s."""
-    r, j = 1, 1
-    for k, s in layers:
-        r, j = r + (k - 1) * j, j * s
-    return {"layers": len(layers), "receptive_field": r, "stride": j}
+def receptive_field(layers: list[tuple[int, ...]]) -> dict[str, float]:
+    """Receptive field and cumulative stride after a chain of (kernel, stride[, dilation])
+    layers: r ← r + d·(k − 1)·j, j ← j·s.
+
+    A dilated k×k kernel spans d·(k − 1) + 1 pixels with k² weights (1511.07122), so a chain
+    of dilations grows the field exponentially at no cost in weights or resolution.
+    """
+    r, j, fields, strides = 1, 1, [], []
+    for layer in layers:
+        k, s, d = (*layer, 1) if len(layer) == 2 else layer
+        if min(k, s, d) < 1:
+            raise ValueError(f"kernel, stride and dilation must be >= 1, got {layer}")
+        r, j = r + d * (k - 1) * j, j * s
+        fields.append(r)
+        strides.append(j)
+    return {"layers": len(layers), "receptive_field": r, "stride": j,
+            "fields": fields, "strides": strides}
+
+
+def attention_cost(size: int, patch: int = 16, dim: int = 768, heads: int = 12,
+                   class_token: bool = True, bytes_per_value: int = 4) -> dict[str, float]:
+    """Self-attention's N×N matrix when an image of `size`² pixels is cut into `patch`²
+    patches, against every pixel as a token (patch = 1): why ViT (2010.11929) uses patches.
+
+    Each head of each layer holds N² attention weights and spends N²·dim/heads multiply-adds
+    on Q·Kᵀ and as many on the weighted sum of V: quadratic in the number of tokens, so 16×16
+    patches divide the matrix by 256² against pixels.
+    """
+    if min(size, patch, dim, heads, bytes_per_value) < 1:
+        raise ValueError("size, patch, dim, heads and bytes must be >= 1")
+    if size % patch:
+        raise ValueError(f"a {size} px image does not split into {patch} px patches; pick a "
+                         f"patch that divides {size} (e.g. {math.gcd(size, 16)})")
+    if dim % heads:
+        raise ValueError(f"dim {dim} must be a multiple of heads {heads}")
+
+    def cost(p: int) -> dict[str, int]:
+        tokens = (size // p) ** 2 + int(class_token)
+        entries = tokens * tokens * heads
+        return {"tokens": tokens, "entries": entries, "bytes": entries * bytes_per_value,
+                "macs": 2 * tokens * tokens * dim}
+
+    patches, pixels = cost(patch), cost(1)
+    return {"size": size, "patch": patch, "dim": dim, "heads": heads,
+            "class_token": class_token,
+            **{f"patch_{k}": v for k, v in patches.items()},
+            **{f"pixel_{k}": v for k, v in pixels.items()},
+            "ratio": pixels["entries"] / patches["entries"]}
+
+
+def fc_on_image(height: int, width: int, channels: int = 3, units: int = 1000,
+                kernel: int = 3) -> dict[str, float]:
+    """A fully connected layer that reads a whole image, against a convolution with as many
+    output channels: every unit has its own weight for every pixel, so the count grows with
+    the image (the slides' 100×100×3 image and 1,000 units: 30 million weights), while the
+    convolution shares one k×k×C filter per output channel across all positions."""
+    if min(height, width, channels, units, kernel) < 1:
+        raise ValueError("height, width, channels, units and kernel must be >= 1")
+    inputs = height * width * channels
+    conv = kernel * kernel * channels * units + units
+    fc = inputs * units + units
+    return {"height": height, "width": width, "channels": channels, "units": units,
+            "inputs": inputs, "fc_params": fc, "kernel": kernel, "conv_params": conv,
+            "ratio": fc / conv}
+
+
+def reduction_saving(in_chs: int, reduce_chs: int, out_chs: int, kernel: int = 5,
+                     size: int = 28) -> dict[str, float]:
+    """A k×k convolution straight on `in_chs` channels, against a 1×1 convolution first
+    reducing them to `reduce_chs` (GoogLeNet's dimension reduction, 1409.4842 §4): the
+    expensive kernel then runs on a thin input. Defaults: inception (3a)'s 5×5 branch,
+    192 → 16 → 32 channels on 28×28 (about 120 M against 12.4 M multiply-adds)."""
+    if min(in_chs, reduce_chs, out_chs, kernel, size) < 1:
+        raise ValueError("channels, kernel and size must be >= 1")
+    hw = size * size
+    direct = kernel * kernel * in_chs * out_chs
+    reduced_1x1 = in_chs * reduce_chs
+    reduced_kxk = kernel * kernel * reduce_chs * out_chs
+    return {"in_chs": in_chs, "reduce_chs": reduce_chs, "out_chs": out_chs,
+            "kernel": kernel, "size": size,
+            "direct_weights": direct, "direct_macs": direct * hw,
+            "reduced_weights": reduced_1x1 + reduced_kxk,
+            "reduced_macs": (reduced_1x1 + reduced_kxk) * hw,
+            "saving": 1 - (reduced_1x1 + reduced_kxk) / direct}

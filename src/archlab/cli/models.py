@@ -1,5 +1,5 @@
-"""`archlab models`, `info`, `calc` and `convert`: the architectures, what they cost, the
-course's formulas, and checkpoints from their peers."""
+"""`archlab models`, `info` and `convert`: the architectures, what they cost, and
+checkpoints from their peers."""
 from __future__ import annotations
 
 import json
@@ -9,14 +9,12 @@ import torch
 
 import archlab
 from archlab._text import format_table, human
-from archlab.analysis import (
-    conv_output, model_costs, profile, receptive_field, separable_cost, stacked_convs,
-)
+from archlab.analysis import model_costs, profile
 from archlab.cli.options import add_command, add_options
 
 
 def add_commands(sub) -> None:
-    for add in (_parser_models, _parser_info, _parser_calc, _parser_convert):
+    for add in (_parser_models, _parser_info, _parser_convert):
         add(sub)
 
 
@@ -157,87 +155,6 @@ def cmd_info(args) -> int:
                  _fmt_field(r.stride) if r.stride else "-") for r in prof.layers]
         print(format_table(rows, ("layer", "type", "output", "params", "MACs", "RF", "stride"),
                            "llrrrrr"))
-    return 0
-
-
-# --------------------------------------------------------------------------------------
-# archlab calc
-# --------------------------------------------------------------------------------------
-
-
-def _parser_calc(sub) -> None:
-    p = add_command(sub, "calc", cmd_calc)
-    s = p.add_subparsers(dest="what", required=True)
-    c = s.add_parser("conv", help="output size of a convolution or pooling")
-    c.add_argument("--size", type=int, required=True)
-    c.add_argument("--kernel", type=int, required=True)
-    c.add_argument("--stride", type=int, default=1)
-    c.add_argument("--padding", type=int, default=0)
-    c.add_argument("--dilation", type=int, default=1)
-    k = s.add_parser("stack", help="L stacked kxk convs vs one large kernel (VGG's argument)")
-    k.add_argument("--kernel", type=int, default=3)
-    k.add_argument("--layers", type=int, default=2)
-    k.add_argument("--channels", type=int, default=1)
-    d = s.add_parser("separable", help="depthwise-separable vs standard convolution cost")
-    d.add_argument("--in-chs", type=int, required=True)
-    d.add_argument("--out-chs", type=int, required=True)
-    d.add_argument("--kernel", type=int, default=3)
-    d.add_argument("--size", type=int, default=1, help="feature map side")
-    r = s.add_parser("rf", help="receptive field of a chain of layers")
-    r.add_argument("layers", nargs="+", metavar="KxS",
-                   help="kernel x stride per layer, e.g. 7x2 3x2 3x1 3x1")
-    add_options(p, "--json")
-
-
-def cmd_calc(args) -> int:
-    """the course's formulas for any numbers
-
-    Convolution arithmetic: output size, stacked small kernels against one large one,
-    depthwise-separable cost, receptive field of a chain of layers."""
-    if args.what == "conv":
-        result = conv_output(args.size, args.kernel, args.stride, args.padding,
-                                  args.dilation)
-        text = (f"{args.size} px, {args.kernel}x{args.kernel} kernel, stride {args.stride}, "
-                f"padding {args.padding}, dilation {args.dilation} -> {result['output']} px\n"
-                f"  floor(({args.size} + 2*{args.padding} - {args.dilation}*"
-                f"({args.kernel} - 1) - 1) / {args.stride} + 1) = {result['output']}; "
-                f"'same' padding at stride 1 would be {result['same_padding']}")
-    elif args.what == "stack":
-        result = stacked_convs(args.kernel, args.layers, args.channels)
-        c2 = "" if args.channels == 1 else f" x {args.channels}^2 channels"
-        text = (f"{args.layers} stacked {args.kernel}x{args.kernel} convolutions see "
-                f"{result['receptive_field']}x{result['receptive_field']} pixels\n"
-                f"  weights: {args.layers}*{args.kernel}^2 = "
-                f"{args.layers * args.kernel ** 2}{c2} = {result['stack_weights']:,} "
-                f"against {result['receptive_field']}^2 = {result['receptive_field'] ** 2}"
-                f"{c2} = {result['single_weights']:,} for one "
-                f"{result['receptive_field']}x{result['receptive_field']} kernel "
-                f"({result['saving']:.0%} fewer)\n"
-                f"  non-linearities: {args.layers} against 1")
-    elif args.what == "separable":
-        result = separable_cost(args.in_chs, args.out_chs, args.kernel, args.size)
-        text = (f"{args.kernel}x{args.kernel} convolution, {args.in_chs} -> {args.out_chs} "
-                f"channels on {args.size}x{args.size}\n"
-                f"  standard:  {result['standard_macs']:,} MACs, "
-                f"{result['standard_weights']:,} weights\n"
-                f"  separable: {result['separable_macs']:,} MACs (depthwise "
-                f"{result['depthwise_macs']:,} + pointwise {result['pointwise_macs']:,}), "
-                f"{result['separable_weights']:,} weights\n"
-                f"  ratio {result['ratio']:.4f} = 1/{args.out_chs} + 1/{args.kernel}^2 "
-                f"-> {result['speedup']:.1f}x fewer multiply-adds")
-    else:
-        chain = []
-        for spec in args.layers:
-            try:
-                k_, s_ = (int(v) for v in spec.lower().split("x"))
-            except ValueError:
-                raise SystemExit(f"archlab calc rf: {spec!r} is not KxS (e.g. 3x2 for a "
-                                 "3x3 kernel at stride 2)") from None
-            chain.append((k_, s_))
-        result = receptive_field(chain)
-        text = (f"{len(chain)} layers -> receptive field {result['receptive_field']} px, "
-                f"cumulative stride {result['stride']}")
-    print(json.dumps(result, indent=1) if args.json else text)
     return 0
 
 

@@ -69,8 +69,8 @@ TRICKS = Paper(
 SENET = Paper(
     "Squeeze-and-Excitation Networks", 2017, "1709.01507", "resnet",
     "Each block pools its channels to a vector, passes it through a small bottleneck MLP and "
-    "rescales the channels by the result: channel attention from global context for ~1% "
-    "more computation.")
+    "rescales the channels by the result: channel attention from global context for less "
+    "than 1% more computation and about 10% more parameters.")
 RESNEXT = Paper(
     "Aggregated Residual Transformations for Deep Neural Networks", 2016, "1611.05431",
     "resnet",
@@ -532,6 +532,16 @@ _register("resnet101", RESNET, params=44_549_160, params_source=_TV,
           peers={"torchvision": "resnet101"}, **_R101)
 _register("resnet152", RESNET, params=60_192_808, params_source=_TV,
           peers={"torchvision": "resnet152"}, **_R152)
+# Their plain twins of section 3.4 (Table 2, Fig. 4): the same layers and no shortcuts, so
+# the stage transitions lose their projections; plain-34 trains worse than plain-18.
+for _depth, _cfg, _count in ((18, _R18, 11_515_688), (34, _R34, 21_623_848)):
+    _register(f"plain{_depth}", RESNET, params=_count,
+              params_source=f"resnet{_depth} without its three projection shortcuts",
+              shortcut="none",
+              idea=f"The plain {_depth}-layer ImageNet network of section 3.4: ResNet-{_depth}'s "
+                   "layers without shortcuts. The 34-layer one has higher training error than "
+                   "the 18-layer one (Fig. 4): depth alone degrades, residuals cure it.",
+              **_cfg)
 
 # Bag of Tricks Table 5, cumulative: the original, then + B, + C, + D.
 _register("resnet50_v1", TRICKS, params=25_557_032, params_source=_TV, stride_3x3=False,
@@ -571,8 +581,14 @@ _register("resnetv2_50", PREACT, params=25_549_352, params_source="timm",
 # Squeeze-and-excitation, ResNeXt and wide ResNets.
 _register("seresnet50", SENET, params=28_088_024, params_source="timm",
           peers={"timm": "seresnet50"}, attn="se", **_R50)
+_register("seresnet101", SENET, params=49_326_872, params_source="timm",
+          peers={"timm": "seresnet101"}, attn="se", **_R101)
+_register("seresnet152", SENET, params=66_821_848, params_source="timm",
+          peers={"timm": "seresnet152"}, attn="se", **_R152)
 _register("resnext50_32x4d", RESNEXT, params=25_028_904, params_source=_TV,
           peers={"torchvision": "resnext50_32x4d"}, groups=32, base_width=4, **_R50)
+_register("resnext101_32x4d", RESNEXT, params=44_177_704, params_source="timm",
+          peers={"timm": "resnext101_32x4d"}, groups=32, base_width=4, **_R101)
 _register("resnext101_32x8d", RESNEXT, params=88_791_336, params_source=_TV,
           peers={"torchvision": "resnext101_32x8d"}, groups=32, base_width=8, **_R101)
 _register("seresnext50_32x4d", SENET, params=27_559_896, params_source="timm",
@@ -580,6 +596,12 @@ _register("seresnext50_32x4d", SENET, params=27_559_896, params_source="timm",
           idea="SE-ResNeXt-50 (32x4d): ResNeXt's grouped bottleneck with squeeze-and-"
                "excitation reweighing each block's channels before the addition.",
           **_R50)
+_register("seresnext101_32x4d", SENET, params=48_955_416, params_source="timm",
+          peers={"timm": "seresnext101_32x4d"}, attn="se", groups=32, base_width=4,
+          idea="SE-ResNeXt-101 (32x4d): the 101-layer grouped bottleneck network with "
+               "squeeze-and-excitation on every block; the largest SE-ResNeXt of the "
+               "comparison article.",
+          **_R101)
 _register("wide_resnet50_2", WIDE, params=68_883_240, params_source=_TV,
           peers={"torchvision": "wide_resnet50_2"}, base_width=128, **_R50)
 
