@@ -50,7 +50,7 @@ def line_of(text: str, needle: str) -> int:
 def test_shipped_presets_parse_and_build_every_model():
     assert {"quick-tour", "fashion-mnist-full", "transfer-224", "cifar10"} <= set(presets())
     for name in presets():
-        kw = {"data": "some/folder"} if name == "transfer-224" else {}
+        kw = {"data": "some/folder"} if name.startswith("transfer-224") else {}
         p = load_protocol(name, **kw)           # builds every model on the meta device
         assert p.models and p.seeds and p.dataset
         for e in p.models:
@@ -193,16 +193,6 @@ def test_protocol_round_trips_through_the_database_form(tmp_path):
     again = parse_protocol(p.as_dict(), check_models=False)
     assert again.hash == p.hash
     assert [r.key for r in again.runs()] == [r.key for r in p.runs()]
-
-
-def test_transfer_preset_is_the_articles_two_phase_protocol():
-    p = load_protocol("transfer-224", data="some/folder")
-    assert p.dataset == "some/folder" and len(p.models) == 8
-    for e in p.models:
-        r = p.recipe_for(e, 0)
-        assert r.fine_tune and r.freeze_epochs > 0 and r.unfrozen_lr == (1e-5, 1e-4)
-        assert r.head == "concat" and r.image_size == 224 and r.normalize == "model"
-        assert r.pretrained and r.pretrained.split(":")[0] in ("tv", "timm"), e.name
 
 
 def test_list_protocols_reads_every_preset():

@@ -68,8 +68,10 @@ def _dry_run(args, overrides) -> None:
                           seeds=_seeds(args), overrides=overrides)
     rows = plan(proto, args.study, args.db)
     print(f"protocol {proto.name} [{proto.hash[:8]}] on {proto.dataset}: {len(rows)} runs")
-    print(format_table([(r["label"], r["model"], r["seed"], r["status"], r["key"][:8])
-                        for r in rows], ("label", "model", "seed", "status", "run"), "llrll"))
+    print("\n".join(f"  {line}" for line in proto.schedule_lines()))
+    print(format_table([(r["label"], r["model"], r["seed"], r["weights"], r["status"],
+                         r["key"][:8]) for r in rows],
+                       ("label", "model", "seed", "weights", "status", "run"), "llrlll"))
 
 
 def _seeds(args) -> int | list[int] | None:

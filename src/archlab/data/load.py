@@ -89,24 +89,37 @@ def load_dataset(spec: str, split: str = "train", *, root: str | os.PathLike | N
 def load_splits(spec: str, *, root=None, image_size: int | None = None,
                 in_chans: int | None = None, classes: Sequence[str] | None = None,
                 holdout: float | None = 0.2, test_fraction: float | None = None,
-                strict: bool = False):
+                subsample: float | None = None, strict: bool = False):
     """(train, test) ImageData of a dataset spec: its own train and test splits where it
     has them; else, for a plain folder or a CSV, a fixed stratified `holdout` share (seed
     0, whatever the run's seed) as the test set, or no test set when `holdout` is None.
-    `test_fraction` keeps a fixed stratified share of the test set (a quicker evaluation).
-    The test set is the same images for every caller with the same arguments."""
+    `subsample` keeps a fixed stratified share of the whole dataset (of each of its own
+    splits) before anything else is split off: the comparison article works on 25% of its
+    images. `test_fraction` keeps a fixed stratified share of the test set (a quicker
+    evaluation). The test set is the same images for every caller with the same arguments."""
     kw = dict(root=root, image_size=image_size, strict=strict)
     if "test" in dataset_splits(spec):
         train = load_dataset(spec, "train", in_chans=in_chans, classes=classes, **kw)
         test = load_dataset(spec, "test", classes=train.classes, in_chans=train.in_chans, **kw)
+        train, test = _subsample(train, subsample), _subsample(test, subsample)
     elif holdout:
-        full = load_dataset(spec, "all", in_chans=in_chans, classes=classes, **kw)
+        full = _subsample(load_dataset(spec, "all", in_chans=in_chans, classes=classes, **kw),
+                          subsample)
         held, rest = stratified_split(full.targets, holdout, seed=0)
         train, test = full.subset(rest), full.subset(held)
         test.split = "holdout"
     else:
-        return load_dataset(spec, "all", in_chans=in_chans, classes=classes, **kw), None
+        full = load_dataset(spec, "all", in_chans=in_chans, classes=classes, **kw)
+        return _subsample(full, subsample), None
     if test_fraction is not None and test_fraction < 1:
         held, _ = stratified_split(test.targets, test_fraction, seed=0)
         test = test.subset(held)
     return train, test
+
+
+def _subsample(data, fraction: float | None):
+    if fraction is None or fraction >= 1:
+        return data
+    # Its own stream (seed 1), so that the subsample does not line up with the holdout's.
+    kept, _ = stratified_split(data.targets, fraction, seed=1)
+    return data.subset(kept)

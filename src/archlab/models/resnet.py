@@ -567,8 +567,10 @@ for _n, _depth, _cfg, _count in (("18", 18, _R18, 11_708_744), ("34", 34, _R34, 
                    "before the projection shortcut so that it reads every pixel (B + C + D).",
               **_D, **_cfg)
     # fastai's XResNet: the same B + C + D network, each block starting as the identity.
+    # fastai ships no ImageNet weights for it; XResNet-50 takes ResNet-50-D's (the comparison
+    # article's ladder), whose layout it shares.
     _register(f"xresnet{_n}", TRICKS, params=_count, params_source=f"timm resnet{_n}d",
-              zero_init_last=True,
+              peers={"timm": "resnet50d"} if _n == "50" else None, zero_init_last=True,
               idea=f"fastai's XResNet-{_depth}: ResNet-D with every block's last batch norm "
                    "initialised to zero, so each block starts as the identity; sa=True adds "
                    "fastai's simple self-attention.",

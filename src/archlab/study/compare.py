@@ -129,7 +129,9 @@ def plan(protocol: Protocol, study: str | Path | None = None, db: str | None = N
     if is_url(db_spec) or Path(db_spec).is_file():
         with open_store(db_spec) as store:
             status = {r.key: r.status for r in store.runs(protocol.hash)}
+    base_weights = protocol.base_recipe_dict().get("pretrained")
     return [{"key": r.key, "label": r.label, "model": r.entry.name, "seed": r.seed,
+             "weights": r.entry.recipe.get("pretrained", base_weights) or "random",
              "status": status.get(r.key, "new")} for r in protocol.runs()]
 
 

@@ -19,12 +19,12 @@ class DataCache:
         d = protocol.data
         root = d.get("root") or self.root
         key = (d.get("dataset"), root, d.get("image_size"), d.get("in_chans"),
-               d.get("test_fraction"), d.get("holdout"))
+               d.get("test_fraction"), d.get("holdout"), d.get("subsample"))
         if key not in self._cache:
             self._cache[key] = load_splits(
                 d.get("dataset"), root=root, image_size=d.get("image_size"),
                 in_chans=d.get("in_chans"), holdout=d.get("holdout") or 0.2,
-                test_fraction=d.get("test_fraction"))
+                test_fraction=d.get("test_fraction"), subsample=d.get("subsample"))
         return self._cache[key]
 
 

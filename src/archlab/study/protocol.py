@@ -8,6 +8,7 @@ and measured, so that the numbers in its table differ by the architecture alone.
     tta: [flip]                                       # flip, shift, five_crop, ten_crop, aug:N
     seeds: [0, 1, 2]                                  # or a count: 3 is 0, 1, 2
     budget: {run: 10m, study: 2h}                     # optional time limits
+    deterministic: true                               # repeatable on a GPU (slower)
     models:
       - lenet5
       - name: vit_tiny_patch4_32                      # per-model overrides:
@@ -151,6 +152,8 @@ class Protocol:
         for k in DATA_FIELDS:
             if self.data.get(k) is not None:
                 base[k] = self.data[k]
+        if self.body.get("deterministic") is not None:
+            base["deterministic"] = self.body["deterministic"]
         return base
 
     def recipe_for(self, entry: ModelEntry, seed: int, **extra: Any):
@@ -163,6 +166,39 @@ class Protocol:
             values["model_kwargs"] = {**values.get("model_kwargs", {}), **entry.model_kwargs}
         values.update(seed=seed, **extra)
         return Recipe.from_dict(values, f"{self.source}: recipe of {entry.label}")
+
+    def schedule_lines(self) -> list[str]:
+        """How every run of the protocol trains, in a few lines (`archlab compare
+        --dry-run`): the data it sees, the phases and their learning rates, the optimiser."""
+        from archlab.train import Recipe
+
+        r = Recipe.from_dict(self.base_recipe_dict(), f"{self.source}: recipe")
+        d = self.data
+        shares = (("subsample", "of the images (stratified, fixed)"),
+                  ("holdout", "of them as the test set"), ("test_fraction", "of the test set"),
+                  ("val_fraction", "of the training pool for validation"),
+                  ("train_fraction", "of what is left trained on"))
+        data = [f"{d[k]:.0%} {what}" for k, what in shares if d.get(k)]
+        data += [f"{r.image_size} px"] * bool(r.image_size) + [f"batch {r.batch_size}"]
+        optimiser = r.optimizer
+        if r.optimizer == "adamw":
+            optimiser += f" (betas {r.betas[0]:g}, {r.betas[1]:g}, eps {r.eps:g})"
+        if r.weight_decay:
+            optimiser += f", weight decay {r.weight_decay:g} decoupled"
+        lr = "the optimiser's default" if r.lr is None else f"{r.lr:g}"
+        if r.fine_tune:
+            lo, hi = r.unfrozen_lr or (r.lr, r.lr)
+            phases = [f"phase 1: {r.freeze_epochs} epochs of {r.schedule}, body frozen, new "
+                      f"{r.head} head, lr {lr}",
+                      f"phase 2: {r.epochs} epochs of {r.schedule}, all unfrozen, lr {lo:g} "
+                      f"(stem) .. {hi:g} (head) spread over the layer groups"]
+        else:
+            phases = [f"{r.epochs} epochs of {r.schedule} at lr {lr}"]
+        deterministic = "cuDNN deterministic, no autotuning" if r.deterministic else "no"
+        return [f"data: {d.get('dataset')}; {', '.join(data)}", *phases,
+                f"optimiser: {optimiser}; augment {r.augment}; test-time views "
+                f"{', '.join(self.tta) or 'none'}",
+                f"deterministic: {deterministic}; seeds {', '.join(map(str, self.seeds))}"]
 
     def to_yaml(self) -> str:
         import yaml

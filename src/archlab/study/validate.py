@@ -16,9 +16,9 @@ from typing import Any
 from archlab.study.entry import ModelEntry
 
 TOP_KEYS = ("name", "description", "data", "recipe", "augment", "tta", "seeds", "models",
-            "budget", "measure", "jobs")
+            "budget", "measure", "jobs", "deterministic")
 DATA_KEYS = ("dataset", "root", "image_size", "in_chans", "val_fraction", "train_fraction",
-             "test_fraction", "holdout")
+             "test_fraction", "holdout", "subsample")
 ENTRY_KEYS = ("name", "label", "recipe", "model_kwargs", "note")
 BUDGET_KEYS = ("run", "study")
 MEASURE_KEYS = ("throughput_batch", "throughput_seconds")
@@ -280,6 +280,8 @@ class ProtocolChecker:
         for k in ("val_fraction", "test_fraction", "holdout"):
             self.fraction(data_map, ("data", k), k, upper_open=k != "test_fraction")
         self.fraction(data_map, ("data", "train_fraction"), "train_fraction", zero_ok=False)
+        self.fraction(data_map, ("data", "subsample"), "subsample", upper_open=False,
+                      zero_ok=False)
         for k in ("image_size", "in_chans"):
             v = data_map.get(k)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
@@ -328,7 +330,7 @@ class ProtocolChecker:
         return list(range(raw_seeds[0], raw_seeds[0] + count))
 
     def limits(self, body: dict) -> None:
-        """budget:, jobs: and measure:."""
+        """budget:, jobs:, measure: and deterministic:."""
         budget = self._mapping(body, "budget", BUDGET_KEYS, "{run: 10m, study: 2h}")
         if budget is not None:
             for k in BUDGET_KEYS:
@@ -341,6 +343,11 @@ class ProtocolChecker:
             self.error(("jobs",), f"jobs is the number of runs trained side by side, a positive "
                                   f"integer (e.g. 2 on a 2-core CPU); got {jobs!r}")
         self._mapping(body, "measure", MEASURE_KEYS, "{throughput_batch: 256}")
+        deterministic = body.get("deterministic")
+        if deterministic is not None and not isinstance(deterministic, bool):
+            self.error(("deterministic",), f"deterministic is true or false (true: repeatable "
+                                           f"GPU runs, cuDNN's deterministic algorithms and no "
+                                           f"autotuning); got {deterministic!r}")
 
     def _mapping(self, body: dict, key: str, allowed: tuple, example: str) -> dict | None:
         """body[key] when it is a mapping of allowed keys (problems noted), else None."""

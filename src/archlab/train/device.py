@@ -39,14 +39,31 @@ def run_settings(recipe, model: nn.Module, device: torch.device, image_size: int
         fields = {k: recorded[k] for k in ("precision", "channels_last", "compile")}
         return Choice(Settings(**fields), recorded.get("step_s", {}),
                       "recorded when the run started")
-    if several_processes:
+    if several_processes or recipe.deterministic:
         defaults = device_defaults(device, recipe.precision, recipe.channels_last,
                                    recipe.compile, conv=has_conv(model))
-        return Choice(defaults, reason="several processes: the device's defaults, the same "
-                                       "in each")
+        why = ("deterministic: the device's defaults, never a timing" if recipe.deterministic
+               else "several processes: the device's defaults, the same in each")
+        return Choice(defaults, reason=why)
     return choose(model, recipe.batch_size, image_size, device, "train", recipe.precision,
                   recipe.channels_last, False, recipe.compile, run_steps=run_steps,
                   in_chans=in_chans)
+
+
+def set_deterministic(on: bool) -> None:
+    """Repeatable CUDA runs, or fast ones. cuDNN's autotuner picks each convolution's
+    algorithm by timing it, and some algorithms (and atomics in some backward kernels) add
+    in a different order on every call: the same seed then gives different weights. `on`
+    picks deterministic algorithms and no autotuning; cuBLAS needs a fixed workspace for
+    that, set before its first call (when the variable is already set, it is left alone)."""
+    import os
+
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = not on
+    torch.backends.cudnn.deterministic = on
+    # warn_only: an op with no deterministic kernel warns once instead of stopping a run.
+    torch.use_deterministic_algorithms(on, warn_only=True)
 
 
 def inference_settings(model: nn.Module, device: torch.device, batch: int, image_size: int,

@@ -52,6 +52,9 @@ class Recipe:
         "help": "stratified share of the rest to train on"})
     seed: int = field(default=0, metadata={
         "help": "the run's seed (split, init, order, augmentation)"})
+    deterministic: bool = field(default=False, metadata={
+        "help": "repeatable GPU runs: cuDNN's deterministic algorithms, no autotuning "
+                "(slower; a CPU run is repeatable either way)"})
     normalize: str = "auto"                # dataset | model (card's) | auto: model if pretrained
     crop_pct: float = 0.875                # evaluation crop of file images
     workers: int | None = field(default=None, metadata={

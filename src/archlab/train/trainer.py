@@ -31,7 +31,7 @@ from archlab._io import write_atomic
 from archlab.data import BatchPipeline, ImageData, Issues, epoch_seed, eval_transform, make_loader
 from archlab.train import checkpoint as ckpt
 from archlab.train import distributed, run_log, run_setup
-from archlab.train.device import resolve_device, run_settings
+from archlab.train.device import resolve_device, run_settings, set_deterministic
 from archlab.train.epoch import EpochRunner
 from archlab.train.eval_loop import run_eval
 from archlab.train.losses import classification_loss, unwrap
@@ -153,7 +153,7 @@ class Trainer:
             if not self.dist.is_main:
                 self.verbose, self.run_dir = False, None
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+            set_deterministic(r.deterministic)
 
     def _choose_speed(self, net: nn.Module) -> None:
         """The speed settings (train/device.py): the recipe's, the rest measured on a copy
