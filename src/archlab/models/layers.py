@@ -281,7 +281,8 @@ class ConvNormAct(nn.Sequential):
 class SqueezeExcite(nn.Module):
     """Squeeze-and-Excitation (1709.01507): pool each channel to one number, pass the vector
     through a small bottleneck MLP, and rescale the channels by the sigmoid of the result,
-    so that the network can weigh its channels by global context for ~1% more computation."""
+    so that the network can weigh its channels by global context for well under 1% more
+    computation (the paper: 0.26% for ResNet-50)."""
 
     def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None,
                  act: str | type[nn.Module] = "relu", gate: str | type[nn.Module] = "sigmoid",
