@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from archlab.cli.options import add_command, add_options
-from archlab.explain import explain
+from archlab.explain import explain, parse_channels
 
 
 def add_commands(sub) -> None:
@@ -20,20 +20,30 @@ def _parser_explain(sub) -> None:
                    help="image files, folders, or scikit-image photos such as skimage:coffee "
                         "(default: a few images of the dataset)")
     p.add_argument("--method", action="append", default=[],
-                   help="comma-separated: filters, patches, saliency, smoothgrad, "
-                        "integrated_gradients, gradcam, occlusion, attention, rollout, "
-                        "errors, or all (default: all that apply)")
+                   help="comma-separated: filters, patches, deconv, saliency, "
+                        "guided-backprop, smoothgrad, integrated_gradients, gradcam, "
+                        "occlusion, attention, rollout, attention-distance, pos-embedding, "
+                        "class-model, errors, or all (default: all that apply but deconv "
+                        "and class-model; a named one that does not apply is skipped "
+                        "with a note)")
     p.add_argument("--out", help="output folder (default: explain/<model>)")
     p.add_argument("--data", help="dataset for patches, errors and example images "
                                   "(default: the one a checkpoint was trained on)")
     add_options(p, "--split")
     p.add_argument("--limit", type=int, default=2000,
                    help="images searched for max-activating patches (default 2000)")
-    p.add_argument("--layers", nargs="+", help="layers for patches (default: the stages)")
-    p.add_argument("--channels", help="channels for patches: N (the first N) or a list 0,5,9")
+    p.add_argument("--layers", nargs="+",
+                   help="layers for patches and deconv (default: the stages)")
+    p.add_argument("--channels", help="channels for patches and deconv: N (the first N), a "
+                                      "list 0,5,9, or LAYER:IDX,... (layer2:3,layer3:0)")
     add_options(p, "--top-k", top_k=dict(default=9, help="patches per channel"))
     p.add_argument("--target", help="class (name or index) to explain (default: predicted)")
     p.add_argument("--layer", help="Grad-CAM's layer (default: the last convolutional stage)")
+    p.add_argument("--classes", help="classes for class-model images, indices or names "
+                                     "0,3,Sneaker (default: --target, else the first 4)")
+    p.add_argument("--ascent", help="class-model gradient ascent, KEY=VALUE,...: steps (200), "
+                                    "lr (0.1), l2 (0.01), jitter (2 px), blur_every (4), "
+                                    "blur_sigma (0.5 px), init_std (0.1), seed (0)")
     p.add_argument("--num-images", type=int, default=4,
                    help="dataset images to explain when none are given")
     p.add_argument("--pretrained", help="weights for a model name")
@@ -48,22 +58,22 @@ def cmd_explain(args) -> int:
     """what a network looks at: filters, top patches, saliency, Grad-CAM, attention, errors
 
     Write pictures of what a model has learnt, and an index.html gathering them: first-layer
-    filters, max-activating dataset patches, attribution maps of images (saliency,
-    smoothgrad, integrated_gradients, gradcam, occlusion; attention and rollout for
-    ViT/DeiT) and the error analysis (confusion, most-confused pairs, top losses). A
-    checkpoint brings its dataset; a model name has random weights unless --pretrained
-    is given."""
-    channels = None
-    if args.channels:
-        values = [int(c) for c in args.channels.replace(",", " ").split()]
-        channels = values[0] if len(values) == 1 and "," not in args.channels else values
+    filters, max-activating dataset patches and their deconvnet projections, attribution
+    maps of images (saliency, guided backprop, smoothgrad, integrated_gradients, gradcam,
+    occlusion; attention and rollout for ViT/DeiT), ViT's position-embedding similarity
+    and mean attention distance, class-model images, and the error analysis (confusion,
+    most-confused pairs, top losses). A checkpoint brings its dataset; a model name has
+    random weights unless --pretrained is given."""
+    channels = parse_channels(args.channels)
+    classes = [c for c in (args.classes or "").split(",") if c.strip()] or None
     stem = Path(args.model.rstrip("/")).name if Path(args.model).exists() else args.model
     out = Path(args.out) if args.out else Path("explain") / stem
     result = explain(
         args.model, args.images, methods=",".join(args.method) or None, out_dir=out,
         data=args.data, split=args.split, layers=args.layers, channels=channels,
         top_k=args.top_k, limit=args.limit, num_images=args.num_images, target=args.target,
-        cam_layer=args.layer, log=lambda msg: print(f"  {msg}", file=sys.stderr),
+        cam_layer=args.layer, classes=classes, ascent=args.ascent,
+        log=lambda msg: print(f"  {msg}", file=sys.stderr),
         pretrained=args.pretrained, num_classes=args.num_classes, in_chans=args.in_chans,
         small_input=args.small_input, img_size=args.img_size, device=args.device)
     for picture in result.pictures:

@@ -49,6 +49,8 @@ from archlab.experiments.base import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Contex
 from archlab.experiments.training import by_label, run_path, seeds_for, train_study
 from archlab.experiments.variants import (AGAINST, as_numbers, compare_variants, correctness,
                                           delta_text, top1_text, variant_table)
+from archlab.explain.pictures import draw_position_similarity
+from archlab.explain.positions import position_embeddings, position_similarity
 from archlab.study.stats import compare_accuracy, holm, is_significant
 
 NONE = "none"
@@ -150,25 +152,11 @@ def decide(numbers: dict[str, Any]) -> tuple[str, str]:
 
 def similarity_figure(pos: np.ndarray, grid: tuple[int, int]) -> str:
     """ViT's Figure 7: for each patch (a small grid at its place), the cosine similarity of
-    its position embedding with every patch's. `pos` is (rows*cols, D), raster order."""
-    rows, cols = grid
-    unit = pos / np.linalg.norm(pos, axis=1, keepdims=True)
-    sim = unit @ unit.T
-    # One image of rows x cols tiles, each rows x cols, with a blank (NaN) line between.
-    mosaic = np.full((rows * (rows + 1) - 1, cols * (cols + 1) - 1), np.nan)
-    for i in range(rows * cols):
-        r, c = divmod(i, cols)
-        mosaic[r * (rows + 1):r * (rows + 1) + rows,
-               c * (cols + 1):c * (cols + 1) + cols] = sim[i].reshape(rows, cols)
+    its position embedding with every patch's. `pos` is (rows*cols, D), raster order; drawn
+    by archlab.explain, whose `pos_embedding` method shows the same figure."""
     fig = figure(5.2, 4.4, layout="constrained")
-    ax = fig.subplots()
-    image = ax.imshow(mosaic, cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
-    ax.set_xticks([c * (cols + 1) + (cols - 1) / 2 for c in range(cols)], range(1, cols + 1))
-    ax.set_yticks([r * (rows + 1) + (rows - 1) / 2 for r in range(rows)], range(1, rows + 1))
-    ax.set_xlabel("input patch column")
-    ax.set_ylabel("input patch row")
-    ax.set_title("Position embedding similarity (learned 1-D)")
-    fig.colorbar(image, ax=ax, label="cosine similarity", shrink=0.8)
+    draw_position_similarity(fig, position_similarity(pos, grid),
+                             "Position embedding similarity (learned 1-D)")
     return to_svg(fig, "pos-embedding-similarity")
 
 
@@ -178,8 +166,7 @@ def learned_embeddings(ctx: Context, name: str, run) -> tuple[np.ndarray, tuple[
     from archlab.train.evaluate import load_trained
 
     model, _ = load_trained(run_path(ctx, name, run))
-    pos = model.pos_embedding.detach()[0, model.num_prefix_tokens:]
-    return pos.float().numpy(), tuple(model.grid_size)
+    return position_embeddings(model)
 
 
 class PosEmbedding(Experiment):

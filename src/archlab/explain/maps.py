@@ -2,6 +2,11 @@
 
 - *saliency* (Simonyan et al., 1312.6034): |d class score / d pixel|, the largest over the
   colour channels: which pixels, changed a little, change the score most;
+- *guided backpropagation* (Springenberg et al., 1412.6806): the same gradient, but every
+  ReLU passes back only positive gradient, and only where its input was positive (the
+  deconvnet's rule and the gradient's together): the speckle of the negative paths is gone
+  and edges remain. It differs from the gradient only at ReLUs, so it applies to networks
+  that have them;
 - *SmoothGrad* (Smilkov et al., 1706.03825): the saliency averaged over copies of the image
   with Gaussian noise (15% of its range), which removes the speckle of raw gradients;
 - *Integrated Gradients* (Sundararajan et al., 1703.01365): the gradient integrated along the
@@ -22,7 +27,9 @@ layer, the baselines and the reductions, and turns the result into one (H, W) ma
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,13 +42,15 @@ from archlab.analysis.profile import layer_fields
 from archlab.explain.images import InputImage
 from archlab.explain.subject import ExplainError, Subject
 
-ATTRIBUTION_METHODS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam", "occlusion")
+ATTRIBUTION_METHODS = ("saliency", "guided_backprop", "smoothgrad", "integrated_gradients",
+                       "gradcam", "occlusion")
 ATTENTION_METHODS = ("attention", "rollout")
 ALIASES = {"ig": "integrated_gradients", "integrated-gradients": "integrated_gradients",
            "integratedgradients": "integrated_gradients", "grad-cam": "gradcam",
            "grad_cam": "gradcam", "smooth-grad": "smoothgrad", "smooth_grad": "smoothgrad",
            "gradient": "saliency", "attention-rollout": "rollout",
-           "attention_rollout": "rollout"}
+           "attention_rollout": "rollout", "guided-backprop": "guided_backprop",
+           "guided_backpropagation": "guided_backprop", "guided": "guided_backprop"}
 
 
 @dataclass
@@ -78,6 +87,32 @@ def class_scores(model: nn.Module):
         out = model(x)
         return out[0] if isinstance(out, (tuple, list)) else out
     return forward
+
+
+class ClassScores(nn.Module):
+    """The model's class scores as a module: captum's ReLU rules (guided backpropagation,
+    the deconvnet) hook the ReLU modules of the nn.Module they are given."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return class_scores(self.model)(x)
+
+
+def has_relu(model: nn.Module) -> bool:
+    """Whether the model has ReLU modules, the only place where guided backpropagation and
+    the deconvnet differ from the gradient (captum overrides nn.ReLU's backward)."""
+    return any(isinstance(m, nn.ReLU) for m in model.modules())
+
+
+@contextlib.contextmanager
+def quiet_relu_hooks():
+    """captum warns at every call that it sets (and removes) hooks on the ReLUs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+        yield
 
 
 # --------------------------------------------------------------------------------------
@@ -152,7 +187,8 @@ def default_cam_layer(subject: Subject) -> str:
 
 
 def applicable_methods(subject: Subject) -> list[str]:
-    out = ["saliency", "smoothgrad", "integrated_gradients"]
+    out = ["saliency", *(["guided_backprop"] if has_relu(subject.model) else []),
+           "smoothgrad", "integrated_gradients"]
     if map_layers(subject):
         out.append("gradcam")
     out.append("occlusion")
@@ -238,12 +274,17 @@ def _attention(subject: Subject, image: InputImage, method: str, options: dict[s
 
 def _gradients(subject: Subject, image: InputImage, method: str, forward, x: torch.Tensor,
                t: int, options: dict[str, Any]) -> tuple[np.ndarray, torch.Tensor]:
-    """Saliency, SmoothGrad or Integrated Gradients: (per-channel map, (H, W) map)."""
+    """Saliency, guided backpropagation, SmoothGrad or Integrated Gradients: (per-channel
+    map, (H, W) map; the largest magnitude over the channels but for IG's sum)."""
     from captum import attr as ca
 
     if method == "saliency":
         a = ca.Saliency(forward).attribute(x, target=t, abs=True)
         return a[0].detach().cpu().numpy(), a[0].amax(0)
+    if method == "guided_backprop":
+        with quiet_relu_hooks():
+            a = ca.GuidedBackprop(ClassScores(subject.model)).attribute(x, target=t)
+        return a[0].detach().cpu().numpy(), a[0].abs().amax(0)
     if method == "smoothgrad":
         spread = float(image.tensor.max() - image.tensor.min())
         noise = float(options.get("noise", 0.15)) * spread

@@ -11,8 +11,11 @@ from typing import Any
 import numpy as np
 
 from archlab._plot import confusion_figure, figure, to_png
+from archlab.explain.class_model import ClassModel
+from archlab.explain.deconv import Projections
 from archlab.explain.errors import ErrorAnalysis, TopLoss
 from archlab.explain.maps import Attribution
+from archlab.explain.positions import AttentionDistance, similarity_mosaic
 from archlab.explain.result import Explanation, Picture
 from archlab.explain.subject import Subject
 from archlab.explain.units import Filters, TopPatches
@@ -86,6 +89,110 @@ def plot_patches(tp: TopPatches, subject: Subject, out_dir: Path) -> Picture:
                    "outside the image")
 
 
+def plot_deconv(tp: TopPatches, proj: Projections, subject: Subject, out_dir: Path
+                ) -> Picture:
+    """Zeiler & Fergus's figure 2: each channel's projections (left) beside its patches."""
+    nc, k, ph, pw, _ = tp.patches.shape
+    pad = max(1, ph // 16)
+    fig = figure(1.6 + 1.8 * k, 0.7 + 0.9 * nc, layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, tiles, what in ((axes[0], proj.images, "deconvnet projections"),
+                            (axes[1], tp.patches, "top patches")):
+        _show(ax, mosaic(tiles.reshape(nc * k, ph, pw, -1), k, pad=pad))
+        ax.set_title(what, fontsize=9)
+    axes[0].set_yticks([r * (ph + pad) + ph / 2 for r in range(nc)],
+                       [f"ch {c}" for c in tp.channels], fontsize=8)
+    size = "x".join(f"{s:g}" for s in tp.field.size)
+    fig.suptitle(f"{subject.name} {tp.layer}: the top {k} activations of each channel "
+                 f"projected to pixels (receptive field {size} px)", fontsize=10)
+    return Picture(to_png(fig, out_dir / f"deconv-{_slug(tp.layer)}.png").name, "deconv",
+                   f"Deconvnet projections of {tp.layer}",
+                   f"each row a channel: left, its {k} strongest activations projected back "
+                   "to the pixels by the deconvnet (1311.2901: transposed convolutions, "
+                   "pooling switches, ReLU on the way down), mid-grey at zero, each scaled to "
+                   "its largest value; right, the image patches they came from")
+
+
+def plot_class_models(models: list[ClassModel], subject: Subject, out_dir: Path) -> Picture:
+    n = len(models)
+    ncols = min(n, 5)
+    nrows = -(-n // ncols)
+    fig = figure(0.4 + 2.3 * ncols, 0.6 + 2.6 * nrows, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, m in zip(axes, models):
+        lo, hi = np.percentile(m.image, (0.5, 99.5))
+        _show(ax, (m.image - lo) / max(hi - lo, 1e-6))
+        ax.set_title(f"{m.target_name[:18]}: {m.score:.1f}\n(start {m.start_score:.1f}; next "
+                     f"{subject.class_name(m.runner_up)[:10]} {m.logits[m.runner_up]:.1f})",
+                     fontsize=8)
+    for ax in axes[n:]:
+        ax.axis("off")
+    p = models[0].params
+    fig.suptitle(f"{subject.name}: images that maximise a class score", fontsize=10)
+    return Picture(to_png(fig, out_dir / "class-models.png").name, "class_model",
+                   "Class-model images",
+                   "gradient ascent on the pixels for each class's score before the softmax, "
+                   f"minus {p['l2']:g}·‖I‖² (1312.6034), {p['steps']} steps of {p['lr']:g}, "
+                   f"shifted by up to {p['jitter']} px each step and blurred (σ "
+                   f"{p['blur_sigma']:g} px) every {p['blur_every']}, seed {p['seed']}; "
+                   "above each, the class's score at the end and at the start, and the next "
+                   "class's; contrast stretched for display")
+
+
+def draw_position_similarity(fig, sim: np.ndarray, title: str) -> None:
+    """ViT's Figure 7 (centre) on `fig`: each patch's similarity map at its place."""
+    rows, cols = sim.shape[:2]
+    ax = fig.subplots()
+    image = ax.imshow(similarity_mosaic(sim), cmap="viridis", vmin=-1, vmax=1,
+                      interpolation="nearest")
+    ax.set_xticks([c * (cols + 1) + (cols - 1) / 2 for c in range(cols)], range(1, cols + 1))
+    ax.set_yticks([r * (rows + 1) + (rows - 1) / 2 for r in range(rows)], range(1, rows + 1))
+    ax.set_xlabel("input patch column")
+    ax.set_ylabel("input patch row")
+    ax.grid(False)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="cosine similarity", shrink=0.8)
+
+
+def plot_position_similarity(sim: np.ndarray, subject: Subject, out_dir: Path) -> Picture:
+    rows, cols = sim.shape[:2]
+    fig = figure(5.6, 4.8, layout="constrained")
+    kind = getattr(subject.model, "pos_embedding_kind", "learned")
+    draw_position_similarity(fig, sim, f"{subject.name}: position embedding similarity "
+                                       f"({kind})")
+    return Picture(to_png(fig, out_dir / "pos-embedding.png").name, "pos_embedding",
+                   "Position embedding similarity",
+                   f"the small grid at row r, column c of the {rows}x{cols} patches: the cosine "
+                   "similarity of patch (r, c)'s position embedding with every patch's "
+                   "(2010.11929, figure 7 centre); a trained ViT's are most alike nearby and "
+                   "along rows and columns")
+
+
+def plot_attention_distance(ad: AttentionDistance, subject: Subject, out_dir: Path
+                            ) -> Picture:
+    layers, heads = ad.distance.shape
+    fig = figure(5.6, 4.2, layout="constrained")
+    ax = fig.subplots()
+    depth = np.arange(1, layers + 1)
+    for h in range(heads):
+        ax.scatter(depth, ad.distance[:, h], s=18, label=f"head {h + 1}")
+    ax.set_xlabel("network depth (layer)")
+    ax.set_ylabel("mean attention distance (pixels)")
+    ax.set_ylim(0, 1.1 * max(float(ad.distance.max()), 1e-6))
+    ax.set_xticks(depth)
+    if heads <= 16:
+        ax.legend(fontsize=7, ncols=4, loc="lower right")
+    gh, gw = ad.grid
+    ax.set_title(f"{subject.name}: {gh}x{gw} patches of {ad.patch_size} px, "
+                 f"{len(ad.images)} image{'s' if len(ad.images) > 1 else ''}", fontsize=10)
+    return Picture(to_png(fig, out_dir / "attention-distance.png").name,
+                   "attention_distance", "Mean attention distance",
+                   "for each head of each layer, the distance between a query patch and the "
+                   "patches it attends to, weighted by the attention and averaged over the "
+                   "queries and the images (2010.11929, figure 7 right): an attention "
+                   "layer's receptive field")
+
+
 def _map_style(a: Attribution) -> dict[str, Any]:
     m = a.map
     if a.method == "occlusion":
@@ -96,7 +203,8 @@ def _map_style(a: Attribution) -> dict[str, Any]:
     return dict(cmap="jet", vmin=0.0, vmax=top)
 
 
-TITLES = {"saliency": "saliency", "smoothgrad": "SmoothGrad",
+TITLES = {"saliency": "saliency", "guided_backprop": "guided backprop",
+          "smoothgrad": "SmoothGrad",
           "integrated_gradients": "Integrated Gradients", "gradcam": "Grad-CAM",
           "occlusion": "occlusion", "attention": "attention (last layer)",
           "rollout": "attention rollout"}
@@ -181,6 +289,14 @@ def write_pictures(result: Explanation) -> list[Picture]:
         pictures.append(plot_filters(result.filters, subject, out))
     for tp in result.patches.values():
         pictures.append(plot_patches(tp, subject, out))
+    for layer, proj in result.deconv.items():
+        pictures.append(plot_deconv(result.deconv_patches[layer], proj, subject, out))
+    if result.class_models:
+        pictures.append(plot_class_models(result.class_models, subject, out))
+    if result.position_similarity is not None:
+        pictures.append(plot_position_similarity(result.position_similarity, subject, out))
+    if result.attention_distance is not None:
+        pictures.append(plot_attention_distance(result.attention_distance, subject, out))
     by_image: dict[str, list[Attribution]] = {}
     for a in result.attributions:
         by_image.setdefault(a.image, []).append(a)

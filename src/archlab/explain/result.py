@@ -4,8 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from archlab.explain.class_model import ClassModel
+from archlab.explain.deconv import Projections
 from archlab.explain.errors import ErrorAnalysis
 from archlab.explain.maps import Attribution
+from archlab.explain.positions import AttentionDistance
 from archlab.explain.subject import Subject
 from archlab.explain.units import Filters, TopPatches
 
@@ -13,7 +18,8 @@ from archlab.explain.units import Filters, TopPatches
 @dataclass
 class Picture:
     file: str          # relative to the output folder
-    kind: str          # filters, patches, attribution, attention, confusion, top_losses
+    kind: str          # filters, patches, deconv, attribution, attention, class_model,
+    #                    pos_embedding, attention_distance, confusion, top_losses
     title: str
     caption: str
 
@@ -24,7 +30,12 @@ class Explanation:
     methods: list[str]
     filters: Filters | None = None
     patches: dict[str, TopPatches] = field(default_factory=dict)
+    deconv: dict[str, Projections] = field(default_factory=dict)
+    deconv_patches: dict[str, TopPatches] = field(default_factory=dict)   # what they project
     attributions: list[Attribution] = field(default_factory=list)
+    class_models: list[ClassModel] = field(default_factory=list)
+    position_similarity: np.ndarray | None = None   # (rows, cols, rows, cols) cosine
+    attention_distance: AttentionDistance | None = None
     errors: ErrorAnalysis | None = None
     pictures: list[Picture] = field(default_factory=list)
     out_dir: Path | None = None

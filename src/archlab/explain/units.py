@@ -134,16 +134,57 @@ def default_patch_layers(subject: Subject) -> list[str]:
     return layers
 
 
+def parse_channels(text: str | None) -> int | list[int] | dict[str, list[int]] | None:
+    """The channels option: 'N' (the first N of each layer), '0,5,9' (those of each layer),
+    or 'LAYER:IDX,...' (channels of named layers, e.g. 'layer2:3,layer2:7,layer3:0')."""
+    if not text or not text.strip():
+        return None
+    items = [t for t in text.replace(" ", ",").split(",") if t]
+    named = [t for t in items if ":" in t]
+    try:
+        if not named:
+            values = [int(t) for t in items]
+            return values[0] if len(values) == 1 and "," not in text else values
+        if len(named) != len(items):
+            raise ValueError("mixed")
+        out: dict[str, list[int]] = {}
+        for t in items:
+            layer, _, index = t.rpartition(":")
+            out.setdefault(layer, []).append(int(index))
+        return out
+    except ValueError:
+        raise ExplainError(f"channels {text!r}: give N (the first N), a list 0,5,9, or "
+                           "LAYER:IDX pairs such as layer2:3,layer3:0 (not a mix)") from None
+
+
+def _layer_channels(layers: Sequence[str] | None,
+                    channels: Sequence[int] | int | dict[str, Sequence[int]] | None
+                    ) -> tuple[list[str] | None, dict[str, Any]]:
+    """(layers, {layer: its channels or None}) from the two options; channels given per
+    layer name the layers too."""
+    if isinstance(channels, dict):
+        named = list(channels)
+        extra = [n for n in (layers or []) if n not in channels]
+        if extra:
+            raise ExplainError(f"channels are given for {', '.join(named)} but not for "
+                               f"{', '.join(extra)}: name each layer's channels "
+                               "(LAYER:IDX), or give channels for every layer")
+        return named, {n: list(channels[n]) for n in named}
+    return (list(layers) if layers else None), {}
+
+
 def top_patches(subject: Subject, data: Any, layers: Sequence[str] | None = None,
-                channels: Sequence[int] | int | None = None, k: int = 9,
-                split: str | None = None, limit: int | None = 2000, batch_size: int = 64,
-                seed: int = 0) -> dict[str, TopPatches]:
+                channels: Sequence[int] | int | dict[str, Sequence[int]] | None = None,
+                k: int = 9, split: str | None = None, limit: int | None = 2000,
+                batch_size: int = 64, seed: int = 0) -> dict[str, TopPatches]:
     """For each layer and channel, the k images (of `limit` drawn from `data`) whose largest
     activation of the channel is highest, with the patch under the unit that gave it.
 
-    `channels` is a list, or an int n for the first n channels (default 16).
+    `channels` is a list, an int n for the first n channels (default 16), or a dict
+    {layer: channels} (which names the layers).
     """
-    layers = list(layers) if layers else default_patch_layers(subject)
+    layers, per_layer = _layer_channels(layers, channels)
+    layers = layers or default_patch_layers(subject)
     if not layers:
         raise ExplainError(f"{subject.name} has no layer with a spatial map to take patches "
                            "from")
@@ -161,8 +202,9 @@ def top_patches(subject: Subject, data: Any, layers: Sequence[str] | None = None
     picked: dict[str, list[int]] = {}
     for n in layers:
         c = shapes[n][1]
-        chosen = list(range(min(16, c))) if channels is None else (
-            list(range(min(channels, c))) if isinstance(channels, int) else list(channels))
+        wanted = per_layer.get(n, channels)
+        chosen = list(range(min(16, c))) if wanted is None else (
+            list(range(min(wanted, c))) if isinstance(wanted, int) else list(wanted))
         bad = [ch for ch in chosen if not 0 <= ch < c]
         if bad:
             raise ExplainError(f"layer {n!r} has {c} channels (0 to {c - 1}); "
