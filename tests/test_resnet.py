@@ -218,6 +218,48 @@ def test_basic_block_refuses_groups():
         BasicBlock(64, 64, opts=BlockOptions(groups=32, base_width=4))
 
 
+# -- the SENet authors' Caffe release (timm's legacy_) -----------------------------------
+
+
+def test_legacy_senet_pools_and_strides_like_the_caffe_release():
+    # Caffe's pool: no padding, the last window rounded up (clipped at the border), i.e. a
+    # -inf column and row on the far side only; ours pads one on each side.
+    legacy, ours = _meta("legacy_seresnet50"), _meta("seresnet50")
+    caffe, padded = legacy.maxpool, ours.maxpool
+    x = torch.randn(1, 4, 112, 112, generator=torch.Generator().manual_seed(0))  # 224 px in
+    inf = float("-inf")
+    by_hand = nn.functional.max_pool2d(nn.functional.pad(x, (0, 1, 0, 1), value=inf), 3, 2)
+    torch.testing.assert_close(caffe(x), by_hand)
+    assert caffe(x).shape == padded(x).shape == (1, 4, 56, 56)
+    assert not torch.equal(caffe(x), padded(x))
+    # Unpadded, it needs a 2 px map (the 7x7/2 stem's output at 3 px, the card's minimum).
+    assert caffe(x[..., :2, :2]).shape[-1] == 1 and legacy.min_input_size == 3
+    with pytest.raises(RuntimeError):
+        caffe(x[..., :1, :1])
+    # So every stage keeps the padded network's map size at 224 px.
+    img = torch.empty(1, 3, 224, 224, device="meta")
+    shapes = [[t.shape for t in m.forward_intermediates(img)[1]] for m in (legacy, ours)]
+    assert shapes[0] == shapes[1] and [s[-1] for s in shapes[0]] == [56, 28, 14, 7]
+    # The SE-ResNets stride the first 1x1 of stages 2-4, the SE-ResNeXts the grouped 3x3.
+    for model, strided in ((legacy, "conv1"), (_meta("legacy_seresnext50_32x4d"), "conv2")):
+        assert model.layer1[0].conv1.stride == model.layer1[0].conv2.stride == (1, 1)
+        for stage in (model.layer2, model.layer3, model.layer4):
+            convs = {c: getattr(stage[0], c).stride for c in ("conv1", "conv2", "conv3")}
+            assert convs == {c: (2, 2) if c == strided else (1, 1) for c in convs}, strided
+            assert stage[0].downsample[0].kernel_size == (1, 1)
+
+
+def test_legacy_senet_refuses_timms_torchvision_style_seresnet():
+    # The same tensors, another network (stride on the 3x3, padded pool): the legacy model
+    # must not take them silently.
+    from archlab.models.peers import build_peer
+    from archlab.models.weights import CheckpointError, convert_state_dict
+
+    sd = build_peer("timm", "seresnet50", device="meta").state_dict()
+    with pytest.raises(CheckpointError, match="does not fit legacy_seresnet50"):
+        convert_state_dict(_meta("legacy_seresnet50"), sd)
+
+
 # -- fastai's simple self-attention ------------------------------------------------------
 
 

@@ -33,7 +33,10 @@ self-attention (`sa`, `sym`).
 Squeeze-and-Excitation (1709.01507) is `attn="se"`: each block reweighs its channels by
 global context. ResNeXt (1611.05431) is `groups` and `base_width`: the 3×3 convolution of the
 bottleneck split into 32 parallel paths, wider for the same cost. Wide ResNet (1605.07146)
-doubles the bottleneck's inner width (`base_width=128`).
+doubles the bottleneck's inner width (`base_width=128`). The only ImageNet weights of
+SE-ResNet-101/152 are the SENet authors' Caffe release (ported by pretrainedmodels, timm's
+`legacy_` nets): stride on the first 1×1, and a stem pool that rounds up instead of padding
+(`stem_pool="ceil"`), as Caffe's pooling does; the `legacy_` variants are that network.
 
 Our module names are torchvision's (conv1, bn1, layer1..4, downsample), so torchvision's and
 timm's ResNet checkpoints load by renaming only the classifier (ours sits in `head`).
@@ -340,6 +343,12 @@ _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 _SHORTCUTS = ("projection", "zero_pad", "none")
 
 
+def _stem_maxpool(kind: str) -> nn.MaxPool2d:
+    # "ceil": Caffe rounds a pooled size up instead of padding; the SENet authors' release
+    # was trained so, and pretrainedmodels (timm's legacy_ SENets) keeps it for its weights.
+    return nn.MaxPool2d(3, 2, ceil_mode=True) if kind == "ceil" else nn.MaxPool2d(3, 2, 1)
+
+
 # --------------------------------------------------------------------------------------
 # The network
 # --------------------------------------------------------------------------------------
@@ -363,7 +372,8 @@ class ResNet(ImageClassifier):
     for squeeze-excitation. sa / sym: fastai's self-attention in the last block of the first
     stage (stage len(layers)-4 of fastai's deeper nets). zero_init_last: each block's last
     norm (or, pre-activated, its last conv) starts at zero. act: the activation of the stem
-    and the blocks, a name in layers.ACTIVATIONS (the SE gate keeps its own).
+    and the blocks, a name in layers.ACTIVATIONS (the SE gate keeps its own). stem_pool:
+    "pad" (3×3/2, padding 1) or "ceil" (no padding, the last window rounded up: Caffe's).
     """
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
@@ -375,12 +385,15 @@ class ResNet(ImageClassifier):
                  cifar_stem: bool = False, groups: int = 1, base_width: int = 64,
                  attn: str | None = None, sa: bool = False, sym: bool = False,
                  zero_init_last: bool = False, drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, act: str | type[nn.Module] = "relu") -> None:
+                 drop_path_rate: float = 0.0, act: str | type[nn.Module] = "relu",
+                 stem_pool: str = "pad") -> None:
         super().__init__()
         if block not in ("basic", "bottleneck"):
             raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
         if shortcut not in _SHORTCUTS:
             raise ValueError(f"shortcut must be one of {', '.join(_SHORTCUTS)}, got {shortcut!r}")
+        if stem_pool not in ("pad", "ceil"):
+            raise ValueError(f"stem_pool must be 'pad' or 'ceil', got {stem_pool!r}")
         if len(layers) != len(widths):
             raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must have one "
                              "entry per stage")
@@ -406,7 +419,8 @@ class ResNet(ImageClassifier):
         # Pre-activated, the first block's norm and ReLU follow the stem's convolution.
         self.bn1 = nn.Identity() if "bn" in pre_ops else nn.BatchNorm2d(stem_width)
         self.act1 = nn.Identity() if "act" in pre_ops else get_act(act, inplace=True)
-        self.maxpool = nn.Identity() if tiny else nn.MaxPool2d(3, 2, 1)
+        self.stem_pool = stem_pool
+        self.maxpool = nn.Identity() if tiny else _stem_maxpool(stem_pool)
 
         opts = BlockOptions(residual=shortcut != "none", unit=unit, groups=groups,
                             base_width=base_width,
@@ -440,6 +454,8 @@ class ResNet(ImageClassifier):
         # Every layer is padded and keeps ceil(size / stride) pixels, so no map ever empties
         # (as in torchvision, a 32 px image through an ImageNet ResNet ends at 1×1).
         self.min_input_size = 1
+        if stem_pool == "ceil" and not tiny:
+            self.min_input_size = 3  # the unpadded pool needs a 2 px map: 3 px in
         self._init_weights(zero_init_last)
 
     def _make_shortcut(self, in_chs: int, out_chs: int, stride: int) -> nn.Module | None:
@@ -479,6 +495,10 @@ class ResNet(ImageClassifier):
     def checkpoint_key_maps(self) -> dict[str, list[tuple[str, str]]]:  # type: ignore[override]
         if self.preact:
             return {"timm": _TIMM_V2_KEYS}
+        if self.stem_pool == "ceil":
+            # timm's only ResNet with Caffe's stem is its legacy SENet, in pretrainedmodels'
+            # names (and torchvision has none).
+            return {"timm": _TIMM_LEGACY_KEYS}
         # torchvision and timm name a v1 ResNet's tensors identically, so a checkpoint alone
         # cannot tell them apart; the peer this variant was registered against goes first.
         peers = getattr(getattr(self, "card", None), "peers", {})
@@ -504,6 +524,8 @@ _TIMM_V2_KEYS = [
     (r"\.downsample\.conv\.", ".downsample.0."),
     (r"^norm\.", "bn_final."),
 ]
+_TIMM_LEGACY_KEYS = [(r"^layer0\.conv1\.", "conv1."), (r"^layer0\.bn1\.", "bn1."),
+                     (r"\.se_module\.", ".se."), (r"^last_linear\.", "head.fc.")]
 
 
 # --------------------------------------------------------------------------------------
@@ -606,6 +628,30 @@ _register("seresnext101_32x4d", SENET, params=48_955_416, params_source="timm",
           **_R101)
 _register("wide_resnet50_2", WIDE, params=68_883_240, params_source=_TV,
           peers={"torchvision": "wide_resnet50_2"}, base_width=128, **_R50)
+
+# The SENet authors' Caffe release (pretrainedmodels' port, timm's legacy_): the only ImageNet
+# weights of SE-ResNet-101/152. Its SE-ResNets stride the first 1×1, its SE-ResNeXts the 3×3
+# (as ResNeXt's own release does); both pool the stem Caffe's way. Same counts as timm's
+# seresnet/seresnext. (timm's port adds dropout 0.2 before the classifier; the release and
+# pretrainedmodels have none.)
+_LEGACY = dict(attn="se", stem_pool="ceil", params_source="timm")
+for _depth, _cfg, _count in ((50, _R50, 28_088_024), (101, _R101, 49_326_872),
+                             (152, _R152, 66_821_848)):
+    _register(f"legacy_seresnet{_depth}", SENET, params=_count,
+              peers={"timm": f"legacy_seresnet{_depth}"}, stride_3x3=False,
+              idea=f"SE-ResNet-{_depth} as the SENet authors released it in Caffe (ported by "
+                   "pretrainedmodels, timm's legacy_): stride on the bottleneck's first 1x1 "
+                   "and a stem pool that rounds up instead of padding: the network its "
+                   "released ImageNet weights need.",
+              **_LEGACY, **_cfg)
+for _depth, _cfg, _count in ((50, _R50, 27_559_896), (101, _R101, 48_955_416)):
+    _register(f"legacy_seresnext{_depth}_32x4d", SENET, params=_count,
+              peers={"timm": f"legacy_seresnext{_depth}_32x4d"}, groups=32, base_width=4,
+              idea=f"SE-ResNeXt-{_depth} (32x4d) as the SENet authors released it in Caffe "
+                   "(ported by pretrainedmodels, timm's legacy_): the grouped 3x3 keeps the "
+                   "stride, the stem pool rounds up instead of padding; the network its "
+                   "released ImageNet weights need.",
+              **_LEGACY, **_cfg)
 
 # CIFAR-10 (1512.03385 section 4.2): 6n+2 layers in three stages of 16, 32, 64 channels,
 # option-A shortcuts; their plain twins for the degradation experiment (Fig. 6). The counts
