@@ -72,6 +72,16 @@ def test_reduction_a_has_table_1_widths(name, k, l, m, n, v4, irv2):  # noqa: E7
 
 
 @pytest.mark.parametrize("name", ["inception_v4", "inception_resnet_v2"])
+def test_fewer_blocks_keep_the_grids_and_zero_blocks_are_refused(name):
+    with torch.device("meta"):
+        model = archlab.create_model(name, depths=(1, 1, 1)).eval()
+    assert _shapes(model, [model.feature_info[-1]["module"]], 299) == {
+        model.feature_info[-1]["module"]: (1536, 8, 8)}
+    with pytest.raises(ValueError, match=r"at least 1; got \(2, 0, 1\)"):
+        archlab.create_model(name, depths=(2, 0, 1))
+
+
+@pytest.mark.parametrize("name", ["inception_v4", "inception_resnet_v2"])
 def test_small_input_reaches_the_three_grids_at_15_7_and_3(name):
     with torch.device("meta"):
         model = archlab.create_model(name, small_input=True).eval()

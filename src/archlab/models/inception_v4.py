@@ -213,6 +213,12 @@ def _stage(block: type[nn.Module], n: int, *args, **kwargs) -> nn.Sequential:
     return nn.Sequential(*[block(*args, **kwargs) for _ in range(n)])
 
 
+def _check_depths(depths: tuple[int, ...]) -> None:
+    if len(depths) != 3 or any(d < 1 for d in depths):
+        raise ValueError(f"depths are the numbers of blocks on the 35×35, 17×17 and 8×8 "
+                         f"grids, three numbers of at least 1; got {depths}")
+
+
 class _InceptionNet(ImageClassifier):
     """What both networks share: the head, the five stages they report and the
     initialisation."""
@@ -243,6 +249,7 @@ class InceptionV4(_InceptionNet):
                  depths: tuple[int, int, int] = (4, 7, 3), drop_rate: float = 0.2,
                  act: str = "relu") -> None:
         super().__init__()
+        _check_depths(depths)
         self.num_classes, self.in_chans = num_classes, in_chans
         self.stem = Stem(in_chans, small_input, act)
         self.inception_a = _stage(InceptionA, depths[0], act=act)
@@ -380,6 +387,7 @@ class InceptionResNetV2(_InceptionNet):
                  scales: tuple[float, float, float] = (0.17, 0.10, 0.20),
                  drop_rate: float = 0.2, act: str = "relu") -> None:
         super().__init__()
+        _check_depths(depths)
         self.num_classes, self.in_chans = num_classes, in_chans
         self.stem = StemV3(in_chans, small_input, act)
         self.inception_resnet_a = _stage(InceptionResNetA, depths[0], 320, scales[0], act)
