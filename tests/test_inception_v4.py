@@ -221,6 +221,13 @@ def test_the_pretrainedmodels_layout_loads_by_detection_and_by_name():
             ("conv2_3x3_reduce_bn.weight", "conv2.bn.weight"),
             ("last_linear.weight", "head.fc.weight")]:
         assert torch.equal(ours[mine], port[theirs]), mine
+    # Section 3.2: batch norm's shift makes a convolution's bias redundant; without them
+    # the network has one weight fewer per convolution output channel.
+    biases = sum(s[0] for k, s in layout.items() if k.endswith(".bias") and "_bn" not in k
+                 and not k.startswith("last_linear"))
+    with torch.device("meta"):
+        bare = archlab.create_model("bn_inception", conv_bias=False)
+    assert sum(p.numel() for p in bare.parameters()) == learned - biases
     counters = {k[:-len("running_mean")] + "num_batches_tracked": torch.tensor(5)
                 for k in port if k.endswith("running_mean")}
     report = load_state_dict(model, {**port, **counters}, "pretrainedmodels")
