@@ -13,9 +13,11 @@ from archlab.models.layers import ACTIVATIONS, ScaledTanh, get_act
 # family -> its smallest variant (small_input=True, 10 classes) and its activation argument.
 WITH_ACT = {
     "alexnet": ("alexnet", "act"),
+    "bn_inception": ("bn_inception", "act"),
     "convnext": ("convnext_tiny", "act"),
     "deit": ("deit_tiny_distilled_patch4_32", "act"),
     "efficientnet": ("efficientnet_lite0", "act"),
+    "inception_v4": ("inception_v4", "act"),
     "lenet": ("lenet5_original", "act"),
     "mobilenet": ("mobilenet_v1_025", "act"),
     "resnet": ("plain20", "act"),

@@ -35,8 +35,8 @@ for _name, _src in WITH_PEERS:
     _key = (archlab.model_card(_name).family, _src)
     _smallest[_key] = min(_smallest.get(_key, (1 << 62, "")), (_reference_params(_name), _name))
 # Variants whose key map differs from their smallest sibling's: batch norm shifts VGG's
-# torchvision indices.
-PARITY_ALSO = {"vgg11_bn"}
+# torchvision indices; Inception-ResNet-v2 shares a paper, not a layout, with Inception-v4.
+PARITY_ALSO = {"vgg11_bn", "inception_resnet_v2"}
 PARITY = [(n, src) for n, src in WITH_PEERS
           if _reference_params(n) <= PARITY_ALL_UP_TO or n in PARITY_ALSO
           or _smallest[(archlab.model_card(n).family, src)][1] == n]

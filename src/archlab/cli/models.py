@@ -168,7 +168,8 @@ def _parser_convert(sub) -> None:
     p.add_argument("input", help=".pth/.pt/.bin/.safetensors state dict")
     p.add_argument("output", help="the .safetensors file to write")
     p.add_argument("--from", dest="source",
-                   help="torchvision, timm, efficientnet-pytorch or archlab (default: detect)")
+                   help="torchvision, timm, efficientnet-pytorch, pretrainedmodels or archlab "
+                        "(default: detect)")
     p.add_argument("--model", help="archlab model name (default: detect)")
     p.add_argument("--num-classes", type=int, help="default: the checkpoint's")
 

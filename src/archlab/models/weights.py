@@ -22,7 +22,9 @@ import torch
 from archlab._io import write_atomically
 from archlab.models.layers import ImageClassifier
 
-SOURCES = ("archlab", "torchvision", "timm", "efficientnet-pytorch")
+# pretrainedmodels is Cadene's pretrained-models.pytorch: not a peer archlab builds, but the
+# layout some families read checkpoints in (BN-Inception's).
+SOURCES = ("archlab", "torchvision", "timm", "efficientnet-pytorch", "pretrainedmodels")
 _SOURCE_ALIASES = {"tv": "torchvision", "efficientnet_pytorch": "efficientnet-pytorch",
                    "effnet": "efficientnet-pytorch"}
 
@@ -199,7 +201,10 @@ def convert_state_dict(model: ImageClassifier, state_dict: dict[str, torch.Tenso
               and want[2:] == have[2:] and getattr(model, "in_chans", None) == want[1]):
             converted[key] = _adapt_input_conv(converted[key], want[1])
             report.adapted.append(key)
-    missing = [k for k in model_sd if k not in converted and k not in report.reset]
+    # Checkpoints saved before PyTorch 0.4.1 have no batch-norm step counters; PyTorch fills
+    # them in on loading, so they are not missing.
+    missing = [k for k in model_sd if k not in converted and k not in report.reset
+               and not k.endswith(".num_batches_tracked")]
     unexpected = [k for k in converted if k not in model_sd]
     mismatched = [f"{k}: checkpoint {tuple(converted[k].shape)} vs model "
                   f"{tuple(model_sd[k].shape)}" for k in converted
