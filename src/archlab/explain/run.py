@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from archlab.classical import is_classical
 from archlab.explain.datasets import dataset_examples, read_dataset, sample_dataset
 from archlab.explain.errors import error_analysis
 from archlab.explain.images import load_images
@@ -13,7 +14,7 @@ from archlab.explain.methods import DATA_METHODS, MAP_METHODS, all_methods, reso
 from archlab.explain.page import write_html
 from archlab.explain.pictures import write_pictures
 from archlab.explain.result import Explanation
-from archlab.explain.subject import Subject, load_subject
+from archlab.explain.subject import ExplainError, Subject, load_subject
 from archlab.explain.units import filters, top_patches
 
 
@@ -34,6 +35,10 @@ def explain(model: Any, images: Sequence[Any] | str | None = None, *,
     small_input, img_size, device).
     """
     say = log or (lambda _msg: None)
+    if isinstance(model, str) and is_classical(model) and not Path(model).exists():
+        raise ExplainError(f"{model} is not a network: its SIFT keypoints are drawn by "
+                           f"explain_keypoints(images, out_dir=...) (`archlab explain {model} "
+                           "IMAGE...`)")
     subject = model if isinstance(model, Subject) else load_subject(model, **load)
     inputs = load_images(subject, images) if images else []
     given = data is not None
