@@ -48,11 +48,15 @@ def test_dense_descriptors_are_rootsift_on_a_grid(digits):
     train, _ = digits
     clf = SiftBoVW(BoVWConfig(**DIGITS))
     desc = clf.describe(train.images[:5])
-    side = len(np.arange(4, 32 - 4 + 1e-6, 4))          # keypoint centres patch/2 .. up-patch/2
-    assert desc.shape == (5, side * side, 128)
+    centres = np.arange(4, 32 - 4 + 1e-6, 4)            # keypoint centres patch/2 .. up-patch/2
+    side = len(centres)
+    assert desc.values.shape == (5 * side * side, 128)
+    assert desc.counts().tolist() == [side * side] * 5
+    np.testing.assert_array_equal(desc.xy[:side, 0], centres)       # x runs fastest
+    np.testing.assert_array_equal(desc.xy[side * side - 1], [centres[-1], centres[-1]])
     # RootSIFT: the square root of an L1-normalised histogram has unit L2 norm.
-    np.testing.assert_allclose(np.linalg.norm(desc, axis=-1), 1.0, atol=1e-4)
-    assert (desc >= 0).all()
+    np.testing.assert_allclose(np.linalg.norm(desc.values, axis=-1), 1.0, atol=1e-4)
+    assert (desc.values >= 0).all()
 
 
 def test_codes_have_the_pyramid_layout_and_unit_norm(fitted, digits):

@@ -5,12 +5,17 @@ the same split and reports it beside the networks (no MACs: it is not a network)
 
     from archlab.classical import create_classical
     clf = create_classical("sift-bovw", vocab_size=128).fit(images, labels)
+    clf = create_classical("sift-bovw", detector="dog")   # Lowe's DoG keypoints, not a grid
+
+The modules: sift (describing: dense or difference-of-Gaussians keypoints, RootSIFT) and
+bovw (the vocabulary, the codes, the SVM).
 """
 from __future__ import annotations
 
 from typing import Any
 
 from archlab.classical.bovw import KEY_IDEA, PAPER, BoVWConfig, SiftBoVW
+from archlab.classical.sift import DETECTORS, DOG_MIN_SIDE, Descriptors, detect_dog
 from archlab.models.registry import ModelCard
 
 _CLASSICAL: dict[str, tuple[type, type, ModelCard]] = {
@@ -37,6 +42,11 @@ def classical_options(name: str) -> list[str]:
     return _entry(name)[1].fields()
 
 
+def classical_config(name: str):
+    """The settings class of a baseline (its options with their defaults and help)."""
+    return _entry(name)[1]
+
+
 def create_classical(name: str, **kwargs: Any):
     cls, config_cls, _card = _entry(name)
     unknown = [k for k in kwargs if k not in config_cls.fields()]
@@ -54,5 +64,6 @@ def _entry(name: str):
                        f"{', '.join(list_classical())}") from None
 
 
-__all__ = ["BoVWConfig", "SiftBoVW", "classical_card", "classical_options", "create_classical",
-           "is_classical", "list_classical"]
+__all__ = ["DETECTORS", "DOG_MIN_SIDE", "BoVWConfig", "Descriptors", "SiftBoVW",
+           "classical_card", "classical_config", "classical_options", "create_classical",
+           "detect_dog", "is_classical", "list_classical"]

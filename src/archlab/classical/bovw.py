@@ -1,14 +1,14 @@
-"""Dense SIFT, a bag of visual words and a linear SVM: image classification before CNNs.
+"""SIFT, a bag of visual words and a linear SVM: image classification before CNNs.
 
 The pipeline the course starts from, as it stood around 2004-2006:
 
-1. describe: SIFT descriptors (Lowe 2004) computed on a dense grid of keypoints rather
-   than at detected ones, because on small, centred objects a grid covers every part
-   while a detector finds few stable points (Fei-Fei & Perona 2005 found dense sampling
-   better for classification). Each descriptor is a 4x4 grid of 8-bin histograms of
-   gradient orientation: 128 numbers, robust to small shifts and to lighting. RootSIFT
-   (Arandjelovic & Zisserman 2012) takes the square root of the L1-normalised
-   descriptor, so that Euclidean distance compares histograms by the Hellinger kernel.
+1. describe (archlab.classical.sift): RootSIFT descriptors (Lowe 2004) on a dense grid of
+   keypoints (`detector: dense`, the default), because on small, centred objects a grid
+   covers every part while a detector finds few stable points (Fei-Fei & Perona 2005 found
+   dense sampling better for classification), or at the keypoints Lowe's difference-of-
+   Gaussians detector finds, each with its scale and dominant orientation (`detector:
+   dog`). Each descriptor is a 4x4 grid of 8-bin histograms of gradient orientation: 128
+   numbers, robust to small shifts and to lighting.
 2. quantise: k-means over a sample of descriptors learns a vocabulary of k "visual
    words"; each descriptor is replaced by its nearest word (Csurka et al. 2004, "Visual
    categorization with bags of keypoints").
@@ -31,38 +31,52 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-PAPER = ("Visual Categorization with Bags of Keypoints (Csurka et al.); dense SIFT "
+from archlab.classical.sift import (DETECTORS, Descriptors, as_grey_uint8, describe_dense,
+                                    describe_dog)
+
+PAPER = ("Visual Categorization with Bags of Keypoints (Csurka et al. 2004); SIFT "
          "(Lowe 2004); spatial pyramid (Lazebnik et al. 2006)")
-KEY_IDEA = ("Hand-designed features, learned vocabulary: dense SIFT descriptors are quantised "
-            "into k-means 'visual words', each image becomes a histogram of words over a "
-            "spatial pyramid, and a linear SVM separates the classes.")
+KEY_IDEA = ("Hand-designed features, learned vocabulary: SIFT descriptors (on a dense grid, or "
+            "at difference-of-Gaussians keypoints) are quantised into k-means 'visual words', "
+            "each image becomes a histogram of words over a spatial pyramid, and a linear SVM "
+            "separates the classes.")
+
+
+def _option(default: Any, help: str):
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class BoVWConfig:
     """The pipeline's choices (the defaults suit 28-32 px images such as Fashion-MNIST)."""
 
-    upscale: int = 28            # images are resized to this side first
-    step: int = 3                # grid spacing of the keypoints, in pixels of the resized image
-    patch: int = 8               # keypoint size: the side SIFT's 4x4 cells cover
-    encoding: str = "vlad"       # vlad | histogram
-    vocab_size: int = 16         # k, the number of visual words
-    pca_dims: int = 64           # descriptors projected to this many dims first (0: keep 128)
-    pyramid: tuple[int, ...] = (1, 2)   # grid sides of the spatial pyramid levels
-    kmeans_sample: int = 100_000  # descriptors used to learn the vocabulary
-    C: float = 1.0               # SVM regularisation (inverse)
-    power: float = 0.5           # power normalisation of the codes (0.5: signed square root)
-    max_iter: int = 3000         # SVM solver iterations
-    seed: int = 0
+    upscale: int = _option(28, "images are resized to this side first")
+    detector: str = _option("dense", "dense (a grid) or dog (difference-of-Gaussians "
+                                     "keypoints, each with its scale and orientation)")
+    step: int = _option(3, "dense grid spacing, in pixels of the resized image")
+    patch: int = _option(8, "dense keypoint size: the side SIFT's 4x4 cells cover")
+    encoding: str = _option("vlad", "vlad (residuals to each word) or histogram (word counts)")
+    vocab_size: int = _option(16, "k, the number of visual words")
+    pca_dims: int = _option(64, "VLAD: descriptors projected to this many dims (0: keep 128)")
+    pyramid: tuple[int, ...] = _option((1, 2), "grid sides of the spatial pyramid levels")
+    kmeans_sample: int = _option(100_000, "descriptors sampled to learn the vocabulary")
+    C: float = _option(1.0, "SVM regularisation (inverse)")
+    power: float = _option(0.5, "power normalisation of the codes (0.5: signed square root)")
+    max_iter: int = _option(3000, "SVM solver iterations")
+    seed: int = _option(0, "k-means, PCA and SVM seed")
 
     def __post_init__(self) -> None:
         self.pyramid = tuple(int(v) for v in self.pyramid)
+        if self.detector not in DETECTORS:
+            raise ValueError(f"sift-bovw: unknown detector {self.detector!r}; choose "
+                             f"{' or '.join(DETECTORS)}")
         for name in ("upscale", "step", "patch", "vocab_size", "kmeans_sample", "max_iter"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"sift-bovw: {name} must be positive, got {getattr(self, name)}")
@@ -82,18 +96,27 @@ class BoVWConfig:
     def fields(cls) -> list[str]:
         return list(cls.__dataclass_fields__)
 
+    @classmethod
+    def options(cls) -> list[tuple[str, Any, str]]:
+        """(name, default, what it sets) of every option, in order."""
+        return [(f.name, f.default, f.metadata["help"]) for f in dataclass_fields(cls)]
 
-def _cv2():
-    try:
-        import cv2
-    except ImportError:
-        raise ImportError("the sift-bovw baseline needs OpenCV: pip install "
-                          "opencv-python-headless") from None
-    return cv2
+    def code_size(self) -> int:
+        """The length of an image's code: cells x words (x dims for VLAD)."""
+        cells = sum(s * s for s in self.pyramid)
+        dims = (self.pca_dims or 128) if self.encoding == "vlad" else 1
+        return cells * self.vocab_size * dims
+
+    def learned_numbers(self, num_classes: int) -> dict[str, int]:
+        """How many numbers fitting learns from data, by stage: none by gradient descent."""
+        pca = self.encoding == "vlad" and 0 < self.pca_dims < 128
+        dims = self.pca_dims if pca else 128
+        return {"PCA": (dims + 1) * 128 if pca else 0, "vocabulary": self.vocab_size * dims,
+                "SVM": num_classes * (self.code_size() + 1)}
 
 
 class SiftBoVW:
-    """Dense SIFT + bag of visual words + linear SVM, trained with `fit(images, labels)`.
+    """SIFT + bag of visual words + linear SVM, trained with `fit(images, labels)`.
 
     Images are uint8 arrays or tensors shaped (N, C, H, W) or (N, H, W); colour images are
     described in grey, as SIFT was.
@@ -110,37 +133,13 @@ class SiftBoVW:
         self.timings: dict[str, float] = {}
 
     # -- 1. describe ----------------------------------------------------------------------
-    def _grid(self) -> np.ndarray:
+    def describe(self, images) -> Descriptors:
+        """RootSIFT descriptors of every image at the detector's keypoints."""
         c = self.config
-        margin = c.patch / 2
-        return np.arange(margin, c.upscale - margin + 1e-6, c.step)
-
-    def keypoints(self) -> list:
-        cv2 = _cv2()
-        coords = self._grid()
-        size = float(self.config.patch)
-        return [cv2.KeyPoint(float(x), float(y), size) for y in coords for x in coords]
-
-    def describe(self, images) -> np.ndarray:
-        """RootSIFT descriptors on the dense grid: (N, points, 128) float32."""
-        cv2 = _cv2()
-        imgs = _as_grey_uint8(images)
-        c = self.config
-        kps = self.keypoints()
-        sift = cv2.SIFT_create()
-        out = np.empty((len(imgs), len(kps), 128), dtype=np.float32)
-        for i, img in enumerate(imgs):
-            if img.shape != (c.upscale, c.upscale):
-                img = cv2.resize(img, (c.upscale, c.upscale), interpolation=cv2.INTER_LINEAR)
-            got, desc = sift.compute(img, kps)
-            if desc is None or len(got) != len(kps):
-                raise RuntimeError(f"OpenCV dropped keypoints of image {i} ({len(got or [])} of "
-                                   f"{len(kps)}): keep patch ({c.patch}) inside upscale "
-                                   f"({c.upscale})")
-            out[i] = desc
-        out /= np.maximum(out.sum(-1, keepdims=True), 1e-12)
-        np.sqrt(out, out=out)
-        return out
+        imgs = as_grey_uint8(images)
+        if c.detector == "dog":
+            return describe_dog(imgs, c.upscale)
+        return describe_dense(imgs, c.upscale, c.step, c.patch)
 
     def _project(self, desc: np.ndarray) -> np.ndarray:
         if self.pca_components is None:
@@ -148,16 +147,14 @@ class SiftBoVW:
         return (desc - self.pca_mean) @ self.pca_components.T
 
     # -- 2-3. quantise and pool -------------------------------------------------------------
-    def _cells(self) -> np.ndarray:
-        """The pyramid cell of every grid point at every level: (points, levels), numbered
+    def _cells(self, desc: Descriptors) -> np.ndarray:
+        """The pyramid cell of every keypoint at every level: (keypoints, levels), numbered
         across levels (level 1 is cell 0, level 2 cells 1-4, ...)."""
-        c = self.config
-        coords = self._grid()
-        ys, xs = (a.ravel() for a in np.meshgrid(coords, coords, indexing="ij"))
+        xs, ys = desc.xy[:, 0], desc.xy[:, 1]
         cols, offset = [], 0
-        for side in c.pyramid:
-            cy = np.minimum((ys / c.upscale * side).astype(int), side - 1)
-            cx = np.minimum((xs / c.upscale * side).astype(int), side - 1)
+        for side in self.config.pyramid:
+            cy = np.minimum((ys / desc.side * side).astype(int), side - 1)
+            cx = np.minimum((xs / desc.side * side).astype(int), side - 1)
             cols.append(offset + cy * side + cx)
             offset += side * side
         return np.stack(cols, 1)
@@ -172,13 +169,14 @@ class SiftBoVW:
             out[i:i + chunk] = np.argmin(vv[None, :] - 2.0 * d @ v.T, axis=1)
         return out
 
-    def encode(self, descriptors: np.ndarray, chunk: int = 2048, sparse: bool = False):
+    def encode(self, descriptors: Descriptors, chunk: int = 2048, sparse: bool = False):
         """The normalised code of each image: (N, cells * k) histograms or (N, cells * k *
-        dims) VLAD vectors; with `sparse`, a float64 CSR matrix (the SVM's input, without
-        ever holding the dense codes of every image)."""
+        dims) VLAD vectors, all zero for an image without keypoints; with `sparse`, a
+        float64 CSR matrix (the SVM's input, without ever holding the dense codes of every
+        image)."""
         if self.vocabulary is None:
             raise RuntimeError("sift-bovw: fit() first (no vocabulary)")
-        chunks = (self._encode(descriptors[i:i + chunk])
+        chunks = (self._encode(descriptors.images(i, i + chunk))
                   for i in range(0, len(descriptors), chunk))
         if not sparse:
             return np.concatenate(list(chunks))
@@ -186,26 +184,27 @@ class SiftBoVW:
 
         return sp.vstack([sp.csr_matrix(c, dtype=np.float64) for c in chunks], format="csr")
 
-    def _encode(self, descriptors: np.ndarray) -> np.ndarray:
+    def _encode(self, descriptors: Descriptors) -> np.ndarray:
         import scipy.sparse as sp
 
         c = self.config
-        n, p, _ = descriptors.shape
+        n, m = len(descriptors), len(descriptors.values)
         k = len(self.vocabulary)
         ncells = sum(s * s for s in c.pyramid)
-        d = self._project(descriptors.reshape(n * p, -1)).astype(np.float32)
-        words = self._assign(d)                                  # (n * p,)
-        cells = self._cells()                                    # (p, levels)
+        d = self._project(descriptors.values).astype(np.float32)
+        words = self._assign(d)                                  # (m,)
+        cells = self._cells(descriptors)                         # (m, levels)
         levels = cells.shape[1]
+        owner = np.repeat(np.arange(n), descriptors.counts())    # (m,)
         # Every descriptor votes once per pyramid level: slot = image, cell, word.
-        slot = ((np.arange(n)[:, None, None] * ncells + cells[None, :, :]) * k
-                + words.reshape(n, p)[:, :, None])              # (n, p, levels)
+        slot = (owner[:, None] * ncells + cells) * k + words[:, None]   # (m, levels)
         member = sp.csr_matrix(
-            (np.ones(n * p * levels, np.float32),
-             (slot.ravel(), np.repeat(np.arange(n * p), levels))),
-            shape=(n * ncells * k, n * p))
+            (np.ones(m * levels, np.float32),
+             (slot.ravel(), np.repeat(np.arange(m), levels))),
+            shape=(n * ncells * k, m))
         if c.encoding == "histogram":
-            code = np.asarray(member.sum(1), dtype=np.float32).reshape(n, ncells * k) / p
+            per_image = np.maximum(descriptors.counts(), 1).astype(np.float32)[:, None]
+            code = np.asarray(member.sum(1), dtype=np.float32).reshape(n, ncells * k) / per_image
         else:
             residual = d - self.vocabulary[words]
             code = np.asarray(member @ residual, dtype=np.float32).reshape(n, ncells * k, -1)
@@ -227,7 +226,11 @@ class SiftBoVW:
         t0 = time.perf_counter()
         desc = self.describe(images)
         t1 = time.perf_counter()
-        flat = desc.reshape(-1, 128)
+        flat = desc.values
+        if len(flat) < c.vocab_size:
+            raise ValueError(f"sift-bovw: the {len(desc)} training images gave {len(flat)} "
+                             f"descriptors, fewer than the {c.vocab_size} words to learn: give "
+                             "more images, or detector dense (a grid finds some on any image)")
         rng = np.random.default_rng(c.seed)
         sample = flat[rng.choice(len(flat), min(c.kmeans_sample, len(flat)), replace=False)]
         if c.pca_dims and c.pca_dims < 128 and c.encoding == "vlad":
@@ -325,21 +328,3 @@ def _convergence_warning():
     from sklearn.exceptions import ConvergenceWarning
 
     return ConvergenceWarning
-
-
-def _as_grey_uint8(images) -> np.ndarray:
-    """(N, H, W) uint8 from (N, C, H, W) or (N, H, W) uint8 arrays or tensors."""
-    a = images.numpy() if hasattr(images, "numpy") else np.asarray(images)
-    if a.dtype != np.uint8:
-        raise TypeError(f"sift-bovw takes uint8 images, got {a.dtype}")
-    if a.ndim == 4:
-        if a.shape[1] == 3:
-            # ITU-R 601 luma, as OpenCV's and PIL's grey conversions compute it.
-            a = np.rint(a[:, 0] * 0.299 + a[:, 1] * 0.587 + a[:, 2] * 0.114).astype(np.uint8)
-        elif a.shape[1] == 1:
-            a = a[:, 0]
-        else:
-            raise ValueError(f"sift-bovw: images with {a.shape[1]} channels")
-    elif a.ndim != 3:
-        raise ValueError(f"sift-bovw: images shaped (N, C, H, W) or (N, H, W), got {a.shape}")
-    return np.ascontiguousarray(a)

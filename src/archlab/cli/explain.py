@@ -4,8 +4,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from archlab.classical import is_classical
 from archlab.cli.options import add_command, add_options
-from archlab.explain import explain, parse_channels
+from archlab.explain import ExplainError, explain, explain_keypoints, parse_channels
 
 
 def add_commands(sub) -> None:
@@ -15,7 +16,8 @@ def add_commands(sub) -> None:
 def _parser_explain(sub) -> None:
     p = add_command(sub, "explain", cmd_explain)
     p.add_argument("model", help="run directory or .safetensors left by `archlab train` or "
-                                 "`archlab convert`, or a registered model name")
+                                 "`archlab convert`, a registered model name, or sift-bovw "
+                                 "(the SIFT keypoints of the images, no trained run)")
     p.add_argument("images", nargs="*",
                    help="image files, folders, or scikit-image photos such as skimage:coffee "
                         "(default: a few images of the dataset)")
@@ -25,7 +27,7 @@ def _parser_explain(sub) -> None:
                         "occlusion, attention, rollout, attention-distance, pos-embedding, "
                         "class-model, errors, or all (default: all that apply but deconv "
                         "and class-model; a named one that does not apply is skipped "
-                        "with a note)")
+                        "with a note); keypoints for sift-bovw")
     p.add_argument("--out", help="output folder (default: explain/<model>)")
     p.add_argument("--data", help="dataset for patches, errors and example images "
                                   "(default: the one a checkpoint was trained on)")
@@ -63,7 +65,12 @@ def cmd_explain(args) -> int:
     occlusion; attention and rollout for ViT/DeiT), ViT's position-embedding similarity
     and mean attention distance, class-model images, and the error analysis (confusion,
     most-confused pairs, top losses). A checkpoint brings its dataset; a model name has
-    random weights unless --pretrained is given."""
+    random weights unless --pretrained is given. `archlab explain sift-bovw IMAGE...` draws
+    the SIFT keypoints that the classical baseline's difference-of-Gaussians detector finds,
+    with their scales and orientations (--data DATASET: a few of its images; --img-size N:
+    resized to N px)."""
+    if is_classical(args.model) and not Path(args.model).exists():
+        return _explain_keypoints(args)
     channels = parse_channels(args.channels)
     classes = [c for c in (args.classes or "").split(",") if c.strip()] or None
     stem = Path(args.model.rstrip("/")).name if Path(args.model).exists() else args.model
@@ -84,5 +91,22 @@ def cmd_explain(args) -> int:
               + ", ".join(f"{a} -> {p} ({n})" for a, p, n in e.most_confused(3)))
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
+    print(result.html)
+    return 0
+
+
+def _explain_keypoints(args) -> int:
+    methods = {m.strip() for m in ",".join(args.method).split(",") if m.strip()}
+    bad = methods - {"keypoints", "all"}
+    if bad:
+        raise ExplainError(f"{args.model} is not a network: {', '.join(sorted(bad))} does "
+                           "not apply; it has one picture, --method keypoints")
+    out = Path(args.out) if args.out else Path("explain") / args.model
+    result = explain_keypoints(args.images, out_dir=out, data=args.data, split=args.split,
+                               num_images=args.num_images, img_size=args.img_size,
+                               log=lambda msg: print(f"  {msg}", file=sys.stderr))
+    for picture in result.pictures:
+        print(out / picture.file)
+    print(", ".join(f"{k.name}: {k.count} keypoints" for k in result.images))
     print(result.html)
     return 0

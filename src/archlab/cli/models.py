@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 
 import torch
 
 import archlab
 from archlab._text import format_table, human
 from archlab.analysis import model_costs, profile
+from archlab.classical import classical_card, classical_config, is_classical
 from archlab.cli.options import add_command, add_options
 
 
@@ -116,7 +118,10 @@ def cmd_info(args) -> int:
 
     Print a model's card (paper, year, key idea), its parameters, MACs/FLOPs and activation
     memory at a resolution, the receptive field of its last feature map, and with
-    --layers a per-layer table."""
+    --layers a per-layer table. For the classical baseline (sift-bovw): what it is, its
+    settings and their defaults, and how to run it."""
+    if is_classical(args.name):
+        return _classical_info(args)
     card = archlab.model_card(args.name)
     kw = {"img_size": args.img_size} if args.img_size and "vit" in card.family else {}
     with torch.device("meta"):
@@ -155,6 +160,48 @@ def cmd_info(args) -> int:
                  _fmt_field(r.stride) if r.stride else "-") for r in prof.layers]
         print(format_table(rows, ("layer", "type", "output", "params", "MACs", "RF", "stride"),
                            "llrrrrr"))
+    return 0
+
+
+def _classical_info(args) -> int:
+    """The classical baseline: no layers, no MACs; its stages, settings and use."""
+    card, config = classical_card(args.name), classical_config(args.name)
+    defaults = config()
+    classes = 10          # Fashion-MNIST's and CIFAR-10's, where the protocols run it
+    learned = defaults.learned_numbers(classes)
+    if args.json:
+        print(json.dumps({"card": card.as_dict(), "options": [
+            {"name": n, "default": d, "help": h} for n, d, h in config.options()],
+            "learned_numbers": {"classes": classes, **learned}}, indent=1, default=str))
+        return 0
+    cells = sum(side * side for side in defaults.pyramid)
+
+    def say(label: str | None, text: str) -> None:
+        first = "  " if label is None else f"  {label:<14}"
+        print(textwrap.fill(text, 100, initial_indent=first, break_on_hyphens=False,
+                            subsequent_indent=" " * len(first)))
+
+    print(f"{card.name}  ({card.family}: not a network)")
+    say(None, card.paper)
+    say(None, card.key_idea)
+    say("stages", "SIFT descriptors (hand-designed, RootSIFT) -> k-means vocabulary -> VLAD "
+                  "or histogram codes over a spatial pyramid -> linear SVM (one-vs-rest)")
+    say("parameters", "none in the deep sense: no layers, no MACs, nothing trained by "
+                      f"gradient descent; fitting learns {sum(learned.values()):,} numbers "
+                      f"for {classes} classes with the defaults ("
+                      + ", ".join(f"{k} {v:,}" for k, v in learned.items())
+                      + "), in one pass on the CPU")
+    say("code", f"{defaults.code_size():,} numbers per image ({cells} pyramid cells x "
+                f"{defaults.vocab_size} words x {defaults.pca_dims} dims)")
+    say("settings", "(model_kwargs of a protocol entry, keywords of create_classical) "
+                    "name, default, what it sets:")
+    for name, default, text in config.options():
+        print(textwrap.fill(text, 100, initial_indent=f"    {name:<13} {str(default):<8} ",
+                            subsequent_indent=" " * 27))
+    say("use", f"archlab compare, with {card.name} among a protocol's models (- name: "
+               f"{card.name}, model_kwargs: {{detector: dog}}), or `archlab compare quick-tour "
+               f"--models {card.name} lenet5`; `archlab explain {card.name} IMAGE` draws its "
+               "SIFT keypoints")
     return 0
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from archlab._text import format_table
+from archlab.classical import is_classical
 from archlab.cli.options import add_command, add_options
 from archlab.cli.recipe_flags import add_recipe_flags, flag_name, given_flags, recipe_from_args
 from archlab.train import evaluate, fit, has_checkpoint, lr_find, predict, presets, read_model
@@ -79,6 +80,10 @@ def _start(args) -> tuple:
     model = args.model or recipe.model
     if not model:
         raise ValueError("name a model: --model resnet20 (see `archlab models`)")
+    if is_classical(model):
+        raise ValueError(f"{model} is the classical baseline, not a network: fit it with "
+                         f"`archlab compare` (e.g. `archlab compare quick-tour --models "
+                         f"{model}`; `archlab info {model}` says more)")
     if not args.data:
         raise ValueError("name the data: --data fashion-mnist, a folder or a CSV")
     run_dir = Path(args.out) if args.out else _default_run_dir(model, args.data)

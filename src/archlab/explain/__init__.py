@@ -16,7 +16,10 @@ What a trained network has learnt, in the pictures of the course:
 - `class_model`: Simonyan et al.'s class-model images (1312.6034), gradient ascent on the
   pixels for a class score;
 - `errors`: the confusion matrix, the most-confused pairs and the top-losses gallery of a
-  checkpoint on a dataset.
+  checkpoint on a dataset;
+- for the classical baseline, which needs no trained run, `explain_keypoints(images)`: the
+  SIFT keypoints Lowe's difference-of-Gaussians detector finds, with their scales and
+  orientations (`archlab explain sift-bovw IMAGE...`).
 
 The functions of the modules below return arrays (`filters`, `top_patches`,
 `deconv_projections`, `attribute`, `attention_maps`, `attention_rollout`,
@@ -30,7 +33,8 @@ loader `archlab eval` uses, and datasets by archlab.data. Its modules, bottom fi
 subject (the model and how to feed it), images, datasets, maps (attributions and
 attention), units (filters and patches), deconv (the deconvnet), class_model (class-model
 images), positions (ViT's Figure 7), errors (the error analysis), methods (which run),
-result, pictures, page (index.html from templates/index.html.j2), run (`explain`).
+result, pictures, page (index.html from templates/index.html.j2), run (`explain`); keypoints
+(`explain_keypoints`, its page from templates/keypoints.html.j2) beside them.
 
 `archlab.explain` at the top level is the function; this package is
 `importlib.import_module("archlab.explain")` or `from archlab.explain import ...`.
@@ -39,7 +43,10 @@ from archlab.explain.class_model import AscentParams, ClassModel, class_model_im
 from archlab.explain.datasets import dataset_batches, read_dataset, sample_dataset
 from archlab.explain.deconv import Projections, deconv_projections, project
 from archlab.explain.errors import ErrorAnalysis, TopLoss, error_analysis
-from archlab.explain.images import SKIMAGE_PHOTOS, InputImage, load_images
+from archlab.explain.images import SKIMAGE_PHOTOS, InputImage, load_images, read_images
+from archlab.explain.keypoints import (
+    ImageKeypoints, KeypointsExplanation, explain_keypoints, sift_keypoints,
+)
 from archlab.explain.maps import (
     ATTENTION_METHODS, ATTRIBUTION_METHODS, Attribution, applicable_methods, attention_maps,
     attention_rollout, attribute, default_cam_layer, map_layers,
@@ -61,12 +68,13 @@ from archlab.explain.units import (
 __all__ = [
     "ATTENTION_METHODS", "ATTRIBUTION_METHODS", "METHODS", "SKIMAGE_PHOTOS", "AscentParams",
     "AttentionDistance", "Attribution", "ClassModel", "ErrorAnalysis", "ExplainError",
-    "Explanation", "Filters", "InputImage", "Picture", "Projections", "Subject", "TopLoss",
-    "TopPatches", "applicable_methods", "attention_distance", "attention_maps",
-    "attention_rollout", "attribute", "class_model_images", "dataset_batches",
-    "deconv_projections", "default_cam_layer", "default_patch_layers", "error_analysis",
-    "explain", "filters", "first_conv", "list_pictures", "load_images", "load_subject",
-    "map_layers", "mean_attention_distance", "parse_channels", "position_embeddings",
-    "position_similarity", "project", "read_dataset", "resolve_methods", "sample_dataset",
-    "subject_from_module", "top_patches",
+    "Explanation", "Filters", "ImageKeypoints", "InputImage", "KeypointsExplanation", "Picture",
+    "Projections", "Subject", "TopLoss", "TopPatches", "applicable_methods",
+    "attention_distance", "attention_maps", "attention_rollout", "attribute",
+    "class_model_images", "dataset_batches", "deconv_projections", "default_cam_layer",
+    "default_patch_layers", "error_analysis", "explain", "explain_keypoints", "filters",
+    "first_conv", "list_pictures", "load_images", "load_subject", "map_layers",
+    "mean_attention_distance", "parse_channels", "position_embeddings", "position_similarity",
+    "project", "read_dataset", "read_images", "resolve_methods", "sample_dataset",
+    "sift_keypoints", "subject_from_module", "top_patches",
 ]

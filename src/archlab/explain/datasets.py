@@ -84,16 +84,21 @@ def dataset_batches(subject: Subject, data: ImageData, batch_size: int = 128,
         yield batch(torch.stack(xs), torch.tensor(kept))
 
 
-def dataset_examples(subject: Subject, data: ImageData, count: int = 4) -> list[InputImage]:
-    """`count` images of different classes: the first image of each of the first `count`
-    classes met in `data`, in class order."""
+def one_per_class(data: ImageData, count: int = 4) -> list[int]:
+    """The positions of `count` images of different classes: the first image of each of the
+    first `count` classes met in `data`, in class order."""
     chosen: dict[int, int] = {}
     for label, pos in zip(data.targets.tolist(), range(len(data))):
         if label not in chosen:
             chosen[label] = pos
         if len(chosen) == min(count, data.num_classes):
             break
-    picked = data.subset(sorted(chosen.values(), key=lambda p: data.targets[p]))
+    return sorted(chosen.values(), key=lambda p: data.targets[p])
+
+
+def dataset_examples(subject: Subject, data: ImageData, count: int = 4) -> list[InputImage]:
+    """`count` images of different classes (`one_per_class`), as the model sees them."""
+    picked = data.subset(one_per_class(data, count))
     out = []
     for x, y, _ in dataset_batches(subject, picked, batch_size=count):
         for xi, yi, disp in zip(x, y.tolist(), subject.to_display(x)):

@@ -111,6 +111,15 @@ def _expand(images: Sequence[Any]) -> list[tuple[str, Any]]:
     return out
 
 
+def read_images(images: Sequence[Any] | str | Path, mode: str = "L") -> list[tuple[str, Any]]:
+    """(name, PIL image in `mode`) of files, folders, 'skimage:NAME', PIL images or arrays
+    (H, W[, C]), at their own size: for what looks at pixels rather than a model's input."""
+    if isinstance(images, (str, Path)) or not isinstance(images, Sequence):
+        images = [images]
+    return [(Path(name).name if isinstance(item, Path) else name, _open(item, name, mode))
+            for name, item in _expand(images)]
+
+
 def load_images(subject: Subject, images: Sequence[Any] | str | Path) -> list[InputImage]:
     """Files, folders, 'skimage:NAME', PIL images, arrays (H, W[, C]) or tensors, resized
     and cropped as the model was evaluated (shorter side to size / crop_pct, centre crop)."""

@@ -17,13 +17,14 @@ MANIFEST = "explain.json"
 TEMPLATE = "index.html.j2"
 
 
-def _template():
+def template(name: str = TEMPLATE):
+    """A page template of templates/, autoescaped, strict about missing values."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("archlab.explain", "templates"),
                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
                              undefined=jinja2.StrictUndefined)
-    return env.get_template(TEMPLATE)
+    return env.get_template(name)
 
 
 def render_html(result: Explanation) -> str:
@@ -33,7 +34,7 @@ def render_html(result: Explanation) -> str:
     errors = None if e is None else {
         "data": e.data, "accuracy": f"{e.accuracy:.2%}", "count": f"{e.count:,}",
         "loss": f"{e.loss:.3f}", "most_confused": e.most_confused(10)}
-    return _template().render(subject=result.subject, errors=errors,
+    return template().render(subject=result.subject, errors=errors,
                               pictures=result.pictures, notes=result.notes)
 
 

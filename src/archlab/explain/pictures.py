@@ -21,7 +21,7 @@ from archlab.explain.subject import Subject
 from archlab.explain.units import Filters, TopPatches
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "image"
 
 
@@ -82,7 +82,7 @@ def plot_patches(tp: TopPatches, subject: Subject, out_dir: Path) -> Picture:
     size = "x".join(f"{s:g}" for s in tp.field.size)
     fig.suptitle(f"{subject.name} {tp.layer}: top {k} patches per channel "
                  f"(receptive field {size} px)", fontsize=10)
-    return Picture(to_png(fig, out_dir / f"patches-{_slug(tp.layer)}.png").name, "patches",
+    return Picture(to_png(fig, out_dir / f"patches-{slug(tp.layer)}.png").name, "patches",
                    f"Max-activating patches of {tp.layer}",
                    f"each row a channel (its highest activation beside it), the {k} images "
                    f"that excite it most, cut to its {size} px receptive field; grey lies "
@@ -302,7 +302,7 @@ def write_pictures(result: Explanation) -> list[Picture]:
         by_image.setdefault(a.image, []).append(a)
     used: set[str] = set()
     for image, attrs in by_image.items():
-        name = _slug(image)
+        name = slug(image)
         while name in used:
             name += "-"
         used.add(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from archlab.classical import is_classical
 from archlab.explain.class_model import AscentParams, class_model_images
 from archlab.explain.datasets import dataset_examples, read_dataset, sample_dataset
 from archlab.explain.deconv import deconv_projections
@@ -20,7 +21,7 @@ from archlab.explain.positions import (
     mean_attention_distance, position_embeddings, position_similarity,
 )
 from archlab.explain.result import Explanation
-from archlab.explain.subject import Subject, load_subject
+from archlab.explain.subject import ExplainError, Subject, load_subject
 from archlab.explain.units import filters, top_patches
 
 # Class-model images drawn when no class is named: the first few classes.
@@ -49,6 +50,10 @@ def explain(model: Any, images: Sequence[Any] | str | None = None, *,
     load_subject (pretrained, num_classes, in_chans, small_input, img_size, device).
     """
     say = log or (lambda _msg: None)
+    if isinstance(model, str) and is_classical(model) and not Path(model).exists():
+        raise ExplainError(f"{model} is not a network: its SIFT keypoints are drawn by "
+                           f"explain_keypoints(images, out_dir=...) (`archlab explain {model} "
+                           "IMAGE...`)")
     subject = model if isinstance(model, Subject) else load_subject(model, **load)
     ascent = AscentParams.parse(ascent)          # a bad parameter is refused before any work
     inputs = load_images(subject, images) if images else []

@@ -18,6 +18,9 @@ and measured, so that the numbers in its table differ by the architecture alone.
         label: resnet20-10pct                         #   trained on 10% of the training
         recipe: {train_fraction: 0.1}                 #   pool, in place of data's 0.2
       - sift-bovw                                     # a classical baseline
+      - name: sift-bovw                               #   with its options:
+        label: sift-dog                               #   Lowe's DoG keypoints, not a grid
+        model_kwargs: {detector: dog}
 
 The split belongs to `data:`, so every model is judged on the same validation and test
 images; a model's own `recipe:` may set only `train_fraction` among the split's keys (its
