@@ -105,7 +105,7 @@ def plot_deconv(tp: TopPatches, proj: Projections, subject: Subject, out_dir: Pa
     size = "x".join(f"{s:g}" for s in tp.field.size)
     fig.suptitle(f"{subject.name} {tp.layer}: the top {k} activations of each channel "
                  f"projected to pixels (receptive field {size} px)", fontsize=10)
-    return Picture(to_png(fig, out_dir / f"deconv-{_slug(tp.layer)}.png").name, "deconv",
+    return Picture(to_png(fig, out_dir / f"deconv-{slug(tp.layer)}.png").name, "deconv",
                    f"Deconvnet projections of {tp.layer}",
                    f"each row a channel: left, its {k} strongest activations projected back "
                    "to the pixels by the deconvnet (1311.2901: transposed convolutions, "
