@@ -206,4 +206,4 @@ class BNInception(ImageClassifier):
 
 
 register_model("bn_inception", BNInception, paper=BN_INCEPTION, params=11_295_240,
-               params_source="1502.03167 Fig. 5, as the pretrainedmodels port (bninception)")
+               params_source="pretrainedmodels", peers={"pretrainedmodels": "bninception"})

@@ -22,8 +22,7 @@ import torch
 from archlab._io import write_atomically
 from archlab.models.layers import ImageClassifier
 
-# pretrainedmodels is Cadene's pretrained-models.pytorch: not a peer archlab builds, but the
-# layout some families read checkpoints in (BN-Inception's).
+# pretrainedmodels is Cadene's pretrained-models.pytorch, the port of BN-Inception's weights.
 SOURCES = ("archlab", "torchvision", "timm", "efficientnet-pytorch", "pretrainedmodels")
 _SOURCE_ALIASES = {"tv": "torchvision", "efficientnet_pytorch": "efficientnet-pytorch",
                    "effnet": "efficientnet-pytorch"}
@@ -265,7 +264,8 @@ def _offline_error(spec: str, error: Exception) -> RuntimeError:
 def fetch_named_state_dict(model: ImageClassifier, spec: str
                            ) -> tuple[dict[str, torch.Tensor], str]:
     """Download named weights with the peer's own code: 'tv:IMAGENET1K_V2',
-    'timm:augreg_in21k_ft_in1k' (or 'timm:' for timm's default), 'efficientnet-pytorch:'."""
+    'timm:augreg_in21k_ft_in1k' (or 'timm:' for timm's default), 'efficientnet-pytorch:',
+    'pretrainedmodels:' (its 'imagenet')."""
     prefix, _, tag = spec.partition(":")
     source = normalize_source(prefix)
     model_name = model.model_name
@@ -296,6 +296,15 @@ def fetch_named_state_dict(model: ImageClassifier, spec: str
                 raise RuntimeError("these weights need efficientnet-pytorch: "
                                    "pip install efficientnet-pytorch") from None
             return EfficientNet.from_pretrained(peer_name).state_dict(), source
+        if source == "pretrainedmodels":
+            try:
+                import pretrainedmodels
+            except ImportError:
+                raise RuntimeError("these weights need pretrainedmodels: "
+                                   "pip install pretrainedmodels") from None
+            peer = pretrainedmodels.__dict__[peer_name](num_classes=1000,
+                                                        pretrained=tag or "imagenet")
+            return peer.state_dict(), source
     except (OSError, ConnectionError) as e:  # URLError is an OSError
         raise _offline_error(spec, e) from None
     raise ValueError(f"unknown weights source in {spec!r}")
