@@ -19,15 +19,15 @@ so the ramp is quantised into a few widths, and the blocks of equal width form a
 (four, for the published models). Each stage's width is then adjusted to a multiple of its
 group width so that the grouped 3×3 convolution divides evenly. The best spaces keep the
 bottleneck ratio at 1 (no bottleneck: the 3×3 runs at the block's full width), use
-wm ≈ 2.5 and about 20 blocks whatever the budget, and grow the width more than the depth.
+wm ≈ 2.5 and about 20 blocks whatever the budget: a bigger budget buys width, not depth.
 
 The block is ResNeXt's X block: 1×1 conv, 3×3 group conv (the stage's stride here, on the
 first block), 1×1 conv, each with batch norm, ReLU after the first two and after the
 addition; the shortcut is a strided 1×1 projection where the shape changes. RegNetY adds
 squeeze-excitation after the 3×3 convolution, its squeeze width a quarter of the *block's
 input* width (pycls, torchvision and timm all size it so), not of the width it reweighs.
-The named variants are the paper's best models at each budget of multiply-adds
-(RegNetX-200MF ... RegNetY-32GF, Appendix tables); RegNetY-16GF is DeiT's teacher.
+The named variants are the paper's models at seven budgets of multiply-adds, 200MF to 16GF
+(pycls's model zoo); RegNetY-16GF is DeiT's teacher.
 
 `small_input=True` makes the stem's 3×3 convolution stride 1, as CIFAR networks do, so a
 32 px image reaches the four stages at 16, 8, 4 and 2 px.
