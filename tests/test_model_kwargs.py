@@ -20,6 +20,7 @@ WITH_ACT = {
     "inception_v4": ("inception_v4", "act"),
     "lenet": ("lenet5_original", "act"),
     "mobilenet": ("mobilenet_v1_025", "act"),
+    "regnet": ("regnetx_002", "act"),
     "resnet": ("plain20", "act"),
     "vgg": ("vgg11", "act"),
     "vit": ("vit_tiny_patch4_32", "act"),

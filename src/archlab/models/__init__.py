@@ -6,7 +6,7 @@ from archlab.models.registry import (  # noqa: F401
 # One import per family file, in the order the field met them.
 from archlab.models import lenet, alexnet, vgg, inception, bn_inception  # noqa: F401,E402
 from archlab.models import resnet, inception_v4, xception, mobilenet  # noqa: F401,E402
-from archlab.models import efficientnet  # noqa: F401,E402
+from archlab.models import efficientnet, regnet  # noqa: F401,E402
 from archlab.models import vit, convnext  # noqa: F401,E402
 from archlab.models.layers import ImageClassifier  # noqa: F401,E402
 from archlab.models.weights import (  # noqa: F401,E402

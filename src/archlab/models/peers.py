@@ -7,10 +7,12 @@ registered variant names them in PEER_KWARGS; archlab-side overrides go in OURS_
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from archlab.models.registry import model_card
 
@@ -39,6 +41,20 @@ OURS_KWARGS: dict[str, dict[str, Any]] = {
 }
 
 
+class _WidthArithmeticOnCpu(TorchFunctionMode):
+    """torchvision's RegNets compute their stage widths with tensors (torch.arange,
+    torch.tensor) and read them back with .tolist(), which a meta tensor cannot do. Inside
+    torch.device("meta"), this sends those two factories to the CPU when a call names no
+    device at all; layers always name one (device=None when unset), so every parameter and
+    buffer still lands on the meta device."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in (torch.arange, torch.tensor) and "device" not in kwargs:
+            kwargs["device"] = "cpu"
+        return func(*args, **kwargs)
+
+
 def build_peer(source: str, name: str, device: str | torch.device = "cpu",
                **kwargs: Any) -> nn.Module:
     """The peer's network `name` from `source`, random weights; `kwargs` go to its
@@ -49,7 +65,9 @@ def build_peer(source: str, name: str, device: str | torch.device = "cpu",
             if source == "torchvision":
                 import torchvision
 
-                return torchvision.models.get_model(name, weights=None, **kwargs)
+                on_meta = torch.device(device).type == "meta" and name.startswith("regnet")
+                with _WidthArithmeticOnCpu() if on_meta else nullcontext():
+                    return torchvision.models.get_model(name, weights=None, **kwargs)
             if source == "timm":
                 import timm
 
