@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from archlab.models.peers import OURS_KWARGS, build_peer  # noqa: F401
+from archlab.models.peers import OURS_KWARGS, PEER_INPUT_SIZE, build_peer  # noqa: F401
 
 
 def count_params(model: nn.Module) -> int:

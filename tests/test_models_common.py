@@ -10,8 +10,8 @@ import torch
 
 import archlab
 from archlab.models.weights import load_state_dict
-from peers import (OURS_KWARGS, build_peer, calibrate_norms, count_params, logits_close,
-                   randomize_norms)
+from peers import (OURS_KWARGS, PEER_INPUT_SIZE, build_peer, calibrate_norms, count_params,
+                   logits_close, randomize_norms)
 
 ALL = archlab.list_models()
 WITH_PEERS = [(n, src) for n in ALL for src in archlab.model_card(n).peers]
@@ -79,7 +79,7 @@ def test_logits_equal_peer_after_conversion(name, source):
     card = archlab.model_card(name)
     meta = _meta_model(name)
     torch.manual_seed(0)
-    size = _parity_size(meta)
+    size = PEER_INPUT_SIZE.get((source, card.peers[source])) or _parity_size(meta)
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     peer = randomize_norms(build_peer(source, card.peers[source]))
     peer = calibrate_norms(peer, torch.randn(4, 3, size, size)).eval()

@@ -1,6 +1,6 @@
-"""The same architecture in a peer library (torchvision, timm, efficientnet-pytorch), built
-with random weights: what the parity tests compare logits with and `archlab bench` times
-archlab against. The peers are optional: `pip install 'archlab[test]'` brings them.
+"""The same architecture in a peer library (torchvision, timm, efficientnet-pytorch,
+pretrainedmodels), built with random weights: what the parity tests compare logits with and
+`archlab bench` times archlab against. The peers are optional: `pip install 'archlab[test]'` brings them.
 
 A family whose peer needs constructor arguments to be the same network as archlab's
 registered variant names them in PEER_KWARGS; archlab-side overrides go in OURS_KWARGS.
@@ -16,7 +16,7 @@ from torch.overrides import TorchFunctionMode
 
 from archlab.models.registry import model_card
 
-SOURCES = ("torchvision", "timm", "efficientnet-pytorch")
+SOURCES = ("torchvision", "timm", "efficientnet-pytorch", "pretrainedmodels")
 
 # (source, peer name) -> kwargs for the peer's constructor.
 PEER_KWARGS: dict[tuple[str, str], dict[str, Any]] = {
@@ -34,6 +34,9 @@ PEER_KWARGS: dict[tuple[str, str], dict[str, Any]] = {
         "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnetv2_s",
         "efficientnetv2_m")},
 }
+# (source, peer name) -> the only input side the peer runs at: the port of BN-Inception
+# ends in a fixed 7×7 average pool.
+PEER_INPUT_SIZE: dict[tuple[str, str], int] = {("pretrainedmodels", "bninception"): 224}
 # archlab name -> create_model overrides that make it the peer's network.
 OURS_KWARGS: dict[str, dict[str, Any]] = {
     # timm's MobileNet v1 uses ReLU6 like TF-slim's release; the paper (and our default) ReLU.
@@ -81,6 +84,10 @@ def build_peer(source: str, name: str, device: str | torch.device = "cpu",
                 # 1e-5; the plain form is the same function and matches ours bit for bit.
                 peer.set_swish(memory_efficient=False)
                 return peer
+            if source == "pretrainedmodels":
+                import pretrainedmodels
+
+                return pretrainedmodels.__dict__[name](pretrained=None, **kwargs)
     except ImportError as e:
         raise RuntimeError(f"comparing with {source} needs it installed ({e.name} is "
                            f"missing): pip install {source}") from None
