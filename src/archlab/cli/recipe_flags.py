@@ -1,7 +1,8 @@
 """The Recipe's fields as command-line flags, and the flags back into a Recipe.
 
 A Recipe field with a "help" in its metadata is a flag: --batch-size for batch_size, a
---x/--no-x switch for a bool, with the field's choices, nargs and metavar. `archlab train`,
+--x/--no-x switch for a bool, with the field's choices, nargs, metavar and action (--log
+is repeated: action append). `archlab train`,
 `lr-find` and `compare` build their recipe flags here, so that the help is written once,
 beside the field it describes.
 """
@@ -48,7 +49,8 @@ def add_recipe_flags(parser, only: Iterable[str] | None = None, skip: Iterable[s
         if (only is not None and f.name not in only) or f.name in skip:
             continue
         kind = _value_type(_FIELD_TYPES[f.name])
-        extra = {k: f.metadata[k] for k in ("choices", "nargs", "metavar") if k in f.metadata}
+        extra = {k: f.metadata[k] for k in ("choices", "nargs", "metavar", "action")
+                 if k in f.metadata}
         if kind is bool:
             parser.add_argument(flag_name(f.name), dest=f.name, default=None,
                                action=argparse.BooleanOptionalAction, help=f.metadata["help"])

@@ -14,7 +14,7 @@ from archlab.cli.recipe_flags import add_recipe_flags, flag_name, given_flags, r
 from archlab.train import evaluate, fit, has_checkpoint, lr_find, predict, presets, read_model
 
 # lr-find sweeps a few steps of one phase: no fine-tuning phases, resizing, logs or bar.
-_NOT_FOR_LR_FIND = ("unfrozen_lr", "progressive", "strict", "tensorboard", "progress")
+_NOT_FOR_LR_FIND = ("unfrozen_lr", "progressive", "strict", "tensorboard", "log", "progress")
 
 
 def add_commands(sub) -> None:
@@ -100,7 +100,8 @@ def cmd_train(args) -> int:
 
     Train a registered model on a dataset. Checkpoints (safetensors + JSON) are written
     after every epoch and on Ctrl-C; --resume continues a stopped or killed run. Metrics
-    go to metrics.jsonl and metrics.csv in the run directory."""
+    go to metrics.jsonl and metrics.csv in the run directory, and with --log to
+    TensorBoard or MLflow (--log mlflow:http://host:5000)."""
     run_dir, result = _resume(args) if args.resume else _start(args)
     if _rank() > 0:  # under torchrun the first process speaks for all
         return 0

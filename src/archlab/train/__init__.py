@@ -16,6 +16,7 @@ from archlab.train.trainer import (  # noqa: F401
 from archlab.train.entry import fine_tune, fine_tune_at_resolution  # noqa: F401
 from archlab.train.distill import Distiller  # noqa: F401
 from archlab.train.ema import ModelEMA  # noqa: F401
+from archlab.train.mlflow_log import MLflowLogger, log_final_metrics  # noqa: F401
 from archlab.train.finetune import TransferModel  # noqa: F401
 from archlab.train.lr_find import LRFinderResult, lr_find  # noqa: F401
 from archlab.train.progressive import ProgressivePlan, parse_cli  # noqa: F401

@@ -212,11 +212,15 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[s
 
 def trainer_state(t) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(JSON state, tensors beside the weights) of a trainer: the optimizer, the plugins'
-    tensors (an EMA), the counters, the split, the RNG states and the metrics so far."""
+    tensors (an EMA) and values (a logger's run id), the counters, the split, the RNG
+    states and the metrics so far."""
     tensors, opt_meta = split_optimizer_state(t.optimizer.state_dict())
+    plugin_state: dict[str, Any] = {}
     for plugin in (*t.plugins, *t.callbacks):
         if hasattr(plugin, "checkpoint_tensors"):
             tensors.update(plugin.checkpoint_tensors(t))
+        if hasattr(plugin, "checkpoint_state"):
+            plugin_state.update(plugin.checkpoint_state(t))
     state = {
         "epoch": t.epoch, "step": t.step, "batch_in_epoch": t.batch_in_epoch,
         "total_steps": t.total_steps, "train_time": t.train_time,
@@ -229,7 +233,7 @@ def trainer_state(t) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         "partial_epoch": t._partial, "history": t.history, "best": t.best,
         "steps": t.step_curve.rows, "step_window": t.step_curve.state(),
         "issues": t.issues.as_dict(), "torch": torch.__version__,
-        "speed": t.speed.as_dict(),
+        "speed": t.speed.as_dict(), "plugin_state": plugin_state,
     }
     return state, tensors
 

@@ -22,6 +22,9 @@ Training (every epoch, every step):
     on_train_epoch_end(trainer)        the epoch's steps are done and trainer.epoch counts
                                        it; evaluation and the checkpoint follow
     on_epoch_end(trainer, row)         the epoch's metrics row is final and saved
+    on_fit_end(trainer, test, status)  `run()` ends: 'finished' (test: the held-out metrics
+                                       or None), 'interrupted' (a checkpoint to resume
+                                       from) or 'failed'; the loggers close their runs
 
 Evaluation and checkpoints:
 
@@ -29,6 +32,9 @@ Evaluation and checkpoints:
                                        trained ones (an average of them)
     checkpoint_tensors(trainer) -> {}  tensors that must survive a resume, stored beside the
                                        optimizer's; names must not start with 'optim.'
+    checkpoint_state(trainer) -> {}    JSON values that must survive a resume (a logger's
+                                       run id), kept in the checkpoint's state under
+                                       'plugin_state'; keys must not clash across plugins
     on_resume(trainer, state, tensors) the checkpoint's weights are loaded, its optimizer
                                        state not yet: restore what the plugin keeps
 
@@ -72,10 +78,16 @@ class Plugin:
     def on_epoch_end(self, trainer, row: dict[str, Any]) -> None:
         pass
 
+    def on_fit_end(self, trainer, test, status: str) -> None:
+        pass
+
     def eval_model(self, trainer) -> nn.Module | None:
         return None
 
     def checkpoint_tensors(self, trainer) -> dict[str, torch.Tensor]:
+        return {}
+
+    def checkpoint_state(self, trainer) -> dict[str, Any]:
         return {}
 
     def on_resume(self, trainer, state: dict[str, Any],

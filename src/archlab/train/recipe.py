@@ -23,6 +23,7 @@ from archlab.data import PRESETS, Augment
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 OPTIMIZERS = ("sgd", "adamw")
+LOGGERS = ("tensorboard", "mlflow")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 
 
@@ -150,7 +151,15 @@ class Recipe:
     threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads"})  # None: torch's default
     tensorboard: bool = field(default=False, metadata={
-        "help": "also log to TensorBoard (needs `pip install tensorboard`)"})
+        "help": "also log to TensorBoard (the same as --log tensorboard)"})
+    # Where else the run is written, for the tools people look at runs with: tensorboard
+    # (train/run_log.py), mlflow or mlflow:URI (train/mlflow_log.py). A study takes it from
+    # its protocol's top-level log: key, outside the run keys: it is not how a run trains.
+    log: tuple[str, ...] = field(default=(), metadata={
+        "help": "also log the run to tensorboard, or to mlflow[:URI] (a tracking server "
+                "http://host:5000, file:///path/mlruns or a folder; default: "
+                "$MLFLOW_TRACKING_URI, else MLflow's own); repeat, or separate by commas",
+        "action": "append", "metavar": "LOGGER"})
     strict: bool = field(default=False, metadata={
         "help": "stop at the first undecodable file instead of skipping it"})
     progress: bool = field(default=True, metadata={"help": "the progress bar"})
@@ -168,6 +177,7 @@ class Recipe:
         self.betas = tuple(self.betas)
         self.milestones = tuple(self.milestones)
         self.grad_norms = tuple(self.grad_norms)
+        self.log = _logger_items(self.log)
         if self.moms is not None:
             self.moms = tuple(self.moms)
         if self.unfrozen_lr is not None:
@@ -232,6 +242,7 @@ class Recipe:
             raise ValueError(f"recipe: distill_alpha lies in [0, 1], got {self.distill_alpha}")
         if self.distill_tau <= 0:
             raise ValueError(f"recipe: distill_tau must be positive, got {self.distill_tau}")
+        _ = self.loggers                   # refuses an unknown logger, naming it
         if self.progressive is not None:
             from archlab.train.progressive import ProgressivePlan  # checks the schedule's form
 
@@ -246,6 +257,30 @@ class Recipe:
     def total_epochs(self) -> int:
         """Epochs of the whole run: fine-tuning adds its frozen phase before `epochs`."""
         return self.epochs + (self.freeze_epochs if self.fine_tune else 0)
+
+    @property
+    def loggers(self) -> dict[str, str | None]:
+        """{'tensorboard': None, 'mlflow': URI or None (MLflow's default)}: where else the run
+        is written, from `log` and the `tensorboard` switch."""
+        out: dict[str, str | None] = {"tensorboard": None} if self.tensorboard else {}
+        for item in self.log:
+            name, colon, uri = item.partition(":")
+            if name not in LOGGERS:
+                close = difflib.get_close_matches(name, LOGGERS, n=1)
+                raise ValueError(f"recipe: log: unknown logger {item!r}"
+                                 + (f" (did you mean {close[0]!r}?)" if close else "")
+                                 + "; loggers: tensorboard, mlflow or mlflow:URI")
+            if colon and (name == "tensorboard" or not uri):
+                raise ValueError(f"recipe: log: {item!r} takes "
+                                 + ("no URI: tensorboard writes into the run directory"
+                                    if name == "tensorboard" else
+                                    "a URI after the colon (mlflow:http://host:5000), or "
+                                    "none: plain mlflow"))
+            if name in out and out[name] != (uri or None):
+                raise ValueError(f"recipe: log: one {name} destination per run, got "
+                                 f"{name}:{out[name]} and {item}")
+            out[name] = uri or None
+        return out
 
     @property
     def wd(self) -> float:
@@ -322,6 +357,19 @@ class Recipe:
             raise ValueError(f"no recipe preset {str(name_or_path)!r}; presets: "
                              f"{', '.join(presets()) or 'none'}; or give a .yaml path")
         return cls.from_yaml(preset)
+
+
+def _logger_items(value: Any) -> tuple[str, ...]:
+    """The `log` entries as a tuple: a string or a list of them, each possibly a comma-separated
+    list (--log tensorboard,mlflow), repeats dropped."""
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise ValueError(f"recipe: log is a list of loggers (tensorboard, mlflow, "
+                         f"mlflow:URI), got {value!r}")
+    parts = (part.strip() for item in items for part in item.split(","))
+    return tuple(dict.fromkeys(part for part in parts if part))
 
 
 def presets() -> list[str]:

@@ -1,5 +1,6 @@
 """What a run reports: its summary before the first step, one line per epoch, the metrics
-files (metrics.jsonl, metrics.csv, steps.jsonl) and, when asked, TensorBoard scalars."""
+files (metrics.jsonl, metrics.csv, steps.jsonl) and, when asked, TensorBoard scalars (the
+MLflow logger is train/mlflow_log.py)."""
 from __future__ import annotations
 
 import csv
@@ -10,6 +11,7 @@ from typing import Any
 
 from archlab._io import write_atomic
 from archlab._text import fmt_time
+from archlab.train.plugin import Plugin
 
 
 def summary_lines(t) -> list[str]:
@@ -70,20 +72,23 @@ def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
         write_atomic(run_dir / "metrics.csv", buf.getvalue())
 
 
-class TensorBoard:
-    """The epoch rows as TensorBoard scalars, when the recipe asks and it is installed."""
+class TensorBoard(Plugin):
+    """The epoch rows as TensorBoard scalars in <run>/tensorboard, when the recipe asks
+    (`log: [tensorboard]` or `tensorboard: true`) and TensorBoard is installed."""
 
-    def __init__(self, enabled: bool, run_dir: Path | None, log) -> None:
+    def __init__(self) -> None:
         self.writer = None
-        if not enabled or run_dir is None:
+
+    def on_fit_start(self, trainer) -> None:
+        if trainer.run_dir is None:      # an in-memory run, or not the first process
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            log("note: tensorboard is not installed (pip install tensorboard); metrics "
-                "are in metrics.jsonl and metrics.csv")
+            trainer.log("note: tensorboard is not installed (pip install tensorboard); "
+                        "metrics are in metrics.jsonl and metrics.csv")
             return
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        self.writer = SummaryWriter(str(trainer.run_dir / "tensorboard"))
 
     def on_epoch_end(self, trainer, row: dict[str, Any]) -> None:
         if self.writer is None:
@@ -93,6 +98,7 @@ class TensorBoard:
                 self.writer.add_scalar(k, v, row["epoch"])
         self.writer.flush()
 
-    def close(self) -> None:
+    def on_fit_end(self, trainer, test, status: str) -> None:
         if self.writer is not None:
             self.writer.close()
+            self.writer = None

@@ -84,8 +84,10 @@ class Trainer:
                  run_dir: str | Path | None = None, resume: bool = False,
                  callbacks: Sequence[Any] = (), verbose: bool = True,
                  root: str | Path | None = None, teacher: nn.Module | None = None,
-                 plugins: Sequence[Any] = ()) -> None:
+                 plugins: Sequence[Any] = (), tracking: dict[str, Any] | None = None) -> None:
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        # Where the loggers file the run: {'experiment': name, 'tags': {...}} (a study's).
+        self.tracking = dict(tracking or {})
         self.callbacks = list(callbacks)
         self.verbose = verbose
         self._stop = False
@@ -286,18 +288,22 @@ class Trainer:
             if self.run_dir is not None:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 r.to_yaml(self.run_dir / "recipe.yaml")
-        self.notify("on_fit_start")
-        board = run_log.TensorBoard(r.tensorboard, self.run_dir, self.log)
-        epochs = EpochRunner(self)
-        with stop_on_signals(self, active=self.run_dir is not None or self.dist is not None):
-            while self.epoch < r.total_epochs:
-                row = None if self.stopping() else epochs.run()
-                if row is None:  # stopped mid-epoch, or between two epochs
-                    self._interrupted()
-                self.notify("on_epoch_end", row)
-                board.on_epoch_end(self, row)
-        board.close()
-        return self._finish()
+        try:
+            self.notify("on_fit_start")
+            epochs = EpochRunner(self)
+            with stop_on_signals(self, active=self.run_dir is not None or self.dist is not None):
+                while self.epoch < r.total_epochs:
+                    row = None if self.stopping() else epochs.run()
+                    if row is None:  # stopped mid-epoch, or between two epochs
+                        self._interrupted()
+                    self.notify("on_epoch_end", row)
+            result = self._finish()
+        except BaseException as e:  # the loggers mark their runs, then it goes on up
+            self.notify("on_fit_end", None,
+                        "interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+            raise
+        self.notify("on_fit_end", result.test, "finished")
+        return result
 
     def _interrupted(self) -> None:
         self.save_checkpoint()
@@ -380,7 +386,8 @@ def fit(model: nn.Module | str | None, data: ImageData | str, recipe: Recipe | s
     Keyword arguments: val_data, test_data, run_dir (checkpoints and metrics go there;
     None keeps everything in memory), resume (continue the run in run_dir), callbacks,
     plugins, verbose, root (where named datasets are looked for), teacher (a module to
-    distil from, when the recipe's distill is on). Returns a FitResult with the
+    distil from, when the recipe's distill is on), tracking (for the recipe's MLflow
+    logger: {'experiment': name, 'tags': {name: value}}). Returns a FitResult with the
     trained model, the per-epoch history and the test metrics when there is a test split.
     """
     threads = torch.get_num_threads()
