@@ -43,7 +43,7 @@ def _parser_compare(sub) -> None:
     p.add_argument("--jobs", type=int, metavar="N",
                    help="train N runs side by side, each in a worker process with its share "
                         "of the CPU cores (default: the protocol's jobs, else 1)")
-    add_recipe_flags(p, only=("device",))
+    add_recipe_flags(p, only=("device", "log"))  # log: the protocol's log:, not hashed
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     p.add_argument("--lease", type=float, default=120.0, metavar="SECONDS",
                    help="a running run whose worker has been silent this long is taken over "
@@ -93,6 +93,8 @@ def cmd_compare(args) -> int:
         _list_protocols()
         return 0
     overrides = parse_assignments(args.set)
+    if args.log:
+        overrides["log"] = args.log
     if args.dry_run:
         _dry_run(args, overrides)
         return 0

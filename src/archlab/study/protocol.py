@@ -9,6 +9,7 @@ and measured, so that the numbers in its table differ by the architecture alone.
     seeds: [0, 1, 2]                                  # or a count: 3 is 0, 1, 2
     budget: {run: 10m, study: 2h}                     # optional time limits
     deterministic: true                               # repeatable on a GPU (slower)
+    log: [mlflow:http://localhost:5000]               # also log every run (not hashed)
     models:
       - lenet5
       - name: vit_tiny_patch4_32                      # per-model overrides:
@@ -35,8 +36,8 @@ is reported with its line and the fix, all at once; a misspelt key or architectu
 the nearest correct name.
 
 The *protocol hash* covers everything that decides how a run trains (data, recipe,
-augmentation, TTA, per-run budget) and nothing cosmetic (name,
-description, the list of models and seeds, the study's budget): adding a model or a seed
+augmentation, TTA, per-run budget) and nothing cosmetic (name, description, the list of
+models and seeds, the study's budget, where runs are logged): adding a model or a seed
 to a study keeps the runs already done, changing the learning rate starts new ones.
 """
 from __future__ import annotations
@@ -54,8 +55,9 @@ from archlab.study.validate import (DATA_FIELDS, TOP_KEYS, ProtocolChecker, Prot
 PROTOCOLS_DIR = Path(__file__).parent / "protocols"
 DEFAULT_PROTOCOL = "quick-tour"
 # Keys that do not change how a run trains: left out of the protocol hash (`jobs` only says
-# how many runs train side by side; a run that must not depend on it sets recipe.threads).
-_UNHASHED = ("name", "description", "models", "seeds", "jobs")
+# how many runs train side by side; a run that must not depend on it sets recipe.threads;
+# `log` where they are logged: `archlab compare --log mlflow` finds the runs done without it).
+_UNHASHED = ("name", "description", "models", "seeds", "jobs", "log")
 
 
 # --------------------------------------------------------------------------------------
@@ -157,6 +159,8 @@ class Protocol:
                 base[k] = self.data[k]
         if self.body.get("deterministic") is not None:
             base["deterministic"] = self.body["deterministic"]
+        if self.body.get("log") is not None:
+            base["log"] = self.body["log"]
         return base
 
     def recipe_for(self, entry: ModelEntry, seed: int, **extra: Any):

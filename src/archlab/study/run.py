@@ -107,9 +107,13 @@ def _train_network(entry: ModelEntry, run: Run, protocol: Protocol, train, run_d
         return Trained(model, info, history, state.get("best"),
                        f"stopped by the run budget after epoch {len(history)} of "
                        f"{recipe.epochs}", state.get("steps", []))
+    # With log: [mlflow] in the protocol: one experiment per protocol, a run per pair.
+    tracking = {"experiment": protocol.name, "tags": {
+        "label": entry.label, "seed": run.seed, "protocol": protocol.name,
+        "protocol_hash": protocol.hash, "run_key": run.key}}
     try:
         res = fit(entry.name, train, recipe, run_dir=run_dir, resume=resume,
-                  callbacks=[watch], verbose=ctx.verbose)
+                  callbacks=[watch], verbose=ctx.verbose, tracking=tracking)
         return Trained(res.model, res.info, res.history, res.best, steps=res.step_history)
     except TrainingInterrupted:
         if watch.lost:
@@ -138,7 +142,7 @@ def unmeasured_settings(recipe, device: torch.device) -> dict[str, Any]:
 
 def _run_network(entry: ModelEntry, run: Run, protocol: Protocol, train, test, run_dir: Path,
                  ctx: RunContext, heartbeat: Heartbeat):
-    from archlab.train import evaluate_tta, resolve_device, step_columns
+    from archlab.train import evaluate_tta, log_final_metrics, resolve_device, step_columns
 
     extra: dict[str, Any] = {"progress": ctx.progress}
     if ctx.device:
@@ -172,6 +176,10 @@ def _run_network(entry: ModelEntry, run: Run, protocol: Protocol, train, test, r
         top1_tta=tta.top1 if tta else None, top5_tta=tta.top5 if tta else None,
         val_top1=last.get("val_top1"), test_loss=metrics.loss, throughput=throughput,
         peak_mem=train_peak, device=_device_name(device), note=t.note)
+    log_final_metrics(run_dir, {"test_loss": metrics.loss, "test_top1": metrics.top1,
+                                "test_top5": metrics.top5, "test_top1_tta": measures.top1_tta,
+                                "test_top5_tta": measures.top5_tta, "throughput": throughput,
+                                "params": prof.params, "macs": prof.macs, "peak_mem": train_peak})
     result = {
         "classes": metrics.classes, "confusion": metrics.confusion,
         "per_class": metrics.per_class,

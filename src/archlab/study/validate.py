@@ -16,7 +16,7 @@ from typing import Any
 from archlab.study.entry import ModelEntry
 
 TOP_KEYS = ("name", "description", "data", "recipe", "augment", "tta", "seeds", "models",
-            "budget", "measure", "jobs", "deterministic")
+            "budget", "measure", "jobs", "deterministic", "log")
 DATA_KEYS = ("dataset", "root", "image_size", "in_chans", "val_fraction", "train_fraction",
              "test_fraction", "holdout", "subsample")
 ENTRY_KEYS = ("name", "label", "recipe", "model_kwargs", "note")
@@ -200,6 +200,10 @@ class ProtocolChecker:
                            + _ENTRY_HINT.get(k, ""))
             elif k == "seed":
                 self.error(path + (k,), "the seed comes from seeds: (a list), not the recipe")
+            elif k == "log":
+                self.error(path + (k,), "where runs are logged is not how they train: put log: "
+                                        "at the top of the protocol (log: [mlflow]) or use "
+                                        "--log, so that the run keys stay the same")
             elif k not in fields:
                 close = difflib.get_close_matches(k, fields, n=1)
                 self.error(path + (k,), f"unknown recipe field {k!r}; "
@@ -330,7 +334,7 @@ class ProtocolChecker:
         return list(range(raw_seeds[0], raw_seeds[0] + count))
 
     def limits(self, body: dict) -> None:
-        """budget:, jobs:, measure: and deterministic:."""
+        """budget:, jobs:, measure:, deterministic: and log:."""
         budget = self._mapping(body, "budget", BUDGET_KEYS, "{run: 10m, study: 2h}")
         if budget is not None:
             for k in BUDGET_KEYS:
@@ -348,6 +352,13 @@ class ProtocolChecker:
             self.error(("deterministic",), f"deterministic is true or false (true: repeatable "
                                            f"GPU runs, cuDNN's deterministic algorithms and no "
                                            f"autotuning); got {deterministic!r}")
+        if body.get("log") is not None:
+            from archlab.train import Recipe
+
+            try:
+                Recipe(log=body["log"])
+            except ValueError as e:
+                self.error(("log",), str(e).removeprefix("recipe: "))
 
     def _mapping(self, body: dict, key: str, allowed: tuple, example: str) -> dict | None:
         """body[key] when it is a mapping of allowed keys (problems noted), else None."""
