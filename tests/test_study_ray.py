@@ -69,6 +69,10 @@ def test_a_ray_study_gives_the_local_runners_results(local_ray, tmp_path, capsys
            "GPUs, 2 at a time" in out
     assert "[3/3]" in out and out.count("test top-1") == 3
     assert "3 of 3 runs done" in out and (tmp_path / "ray" / "report.html").is_file()
+    # Again: nothing left to do, and no task.
+    again = compare(proto, study=tmp_path / "ray", executor="ray", progress=False,
+                    report=False)
+    assert again.done_here == 0 and "Ray on this machine" not in capsys.readouterr().out
 
 
 @needs_ray

@@ -155,7 +155,9 @@ def _submit(ray, session: Session, todo: list[Run], gpus: float, cpus: float
     study_dir = str(session.study_dir.resolve())
     db_spec = session.db_spec if is_url(session.db_spec) else str(
         Path(session.db_spec).resolve())
-    options = replace(session.options, progress=False)
+    root = session.options.root    # the tasks may work in another directory, or machine
+    options = replace(session.options, progress=False,
+                      root=str(Path(root).resolve()) if root else None)
     threads = max(1, int(cpus))
     return {task.options(name=f"{run.label} seed {run.seed}", num_cpus=cpus, num_gpus=gpus)
             .remote(session.protocol_of(run), study_dir, db_spec, run.key, options, threads):
