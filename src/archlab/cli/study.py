@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import signal
+import sys
+import warnings
+from pathlib import Path
 
 from archlab._text import format_table
 from archlab.cli.options import add_command, add_options
@@ -43,6 +46,21 @@ def _parser_compare(sub) -> None:
     p.add_argument("--jobs", type=int, metavar="N",
                    help="train N runs side by side, each in a worker process with its share "
                         "of the CPU cores (default: the protocol's jobs, else 1)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: this process and its --jobs workers (default); ray: every "
+                        "run a Ray task, placed on the cluster's machines and GPUs, retried "
+                        "from its checkpoint when its worker dies (pip install 'archlab[ray]')")
+    p.add_argument("--address", metavar="ADDRESS",
+                   help="with --executor ray: the cluster (ray://HOST:10001, or auto on one "
+                        "of its nodes; default: start Ray on this machine). Its machines "
+                        "must reach the study: --db postgresql://... and --study on a shared "
+                        "disk")
+    p.add_argument("--gpus-per-run", type=float, metavar="N",
+                   help="with --executor ray: GPUs each run asks for (default 1 when the "
+                        "cluster has GPUs, else 0; 0.5 puts two runs on a GPU)")
+    p.add_argument("--cpus-per-run", type=float, metavar="N",
+                   help="with --executor ray: CPUs each run asks for (default 1; its torch "
+                        "threads)")
     add_recipe_flags(p, only=("device", "log"))  # log: the protocol's log:, not hashed
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     p.add_argument("--lease", type=float, default=120.0, metavar="SECONDS",
@@ -88,7 +106,8 @@ def cmd_compare(args) -> int:
     (SQLite beside the study, or PostgreSQL with --db), then print the results table and
     write report.html. Running the same command again resumes: finished runs are
     skipped, an interrupted one continues from its checkpoint. `archlab compare --worker
-    --study DIR` (or --db URL) in more processes or on more machines shares the work."""
+    --study DIR` (or --db URL) in more processes or on more machines shares the work;
+    --executor ray makes every run a Ray task, on this machine or a cluster (--address)."""
     if args.list:
         _list_protocols()
         return 0
@@ -100,17 +119,33 @@ def cmd_compare(args) -> int:
         return 0
     previous = install_sigterm()
     try:
-        result = compare(
-            args.protocol, models=args.models, data=args.data, seeds=_seeds(args),
-            overrides=overrides, study=args.study, db=args.db, worker=args.worker,
-            device=args.device, root=args.data_root, retry_failed=args.retry_failed,
-            lease_s=args.lease, verbose=not args.quiet, progress=not args.no_progress,
-            jobs=args.jobs)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line(warnings.showwarning)
+            result = compare(
+                args.protocol, models=args.models, data=args.data, seeds=_seeds(args),
+                overrides=overrides, study=args.study, db=args.db, worker=args.worker,
+                device=args.device, root=args.data_root, retry_failed=args.retry_failed,
+                lease_s=args.lease, verbose=not args.quiet, progress=not args.no_progress,
+                jobs=args.jobs, executor=args.executor, address=args.address,
+                gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     failed = sum(r.status == "failed" for r in result.runs)
     return 1 if failed else 0
+
+
+def _one_line(show):
+    """archlab's own warnings as one line on stderr (`archlab compare: warning: ...`);
+    other libraries' as they are, with their file and line."""
+    archlab_dir = str(Path(__file__).resolve().parents[1])
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if str(Path(filename).resolve()).startswith(archlab_dir):
+            print(f"archlab compare: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return showwarning
 
 
 def _parser_report(sub) -> None:

@@ -6,11 +6,12 @@ and a report that compares them.
     study.report("studies/quick-tour")                # table + report.html + CSV
 
 From the top down: compare.py runs a study (work.py is the claim-and-train loop of every
-process, workers.py the local worker processes, run.py one run, console.py its lines in
-the terminal); report.py writes the table, the plots and the CSV (summary.py, plots.py,
-page.py); location.py says where a study lives; store.py and backends.py are the study
-database (SQLite or PostgreSQL) with atomic claims for several workers, its rows shaped
-by measures.py; protocol.py reads protocol files (validate.py checks them).
+process, workers.py the local worker processes, ray_executor.py the runs as Ray tasks,
+run.py one run, console.py its lines in the terminal); report.py writes the table, the
+plots and the CSV (summary.py, plots.py, page.py); location.py says where a study lives;
+store.py and backends.py are the study database (SQLite or PostgreSQL) with atomic claims
+for several workers, its rows shaped by measures.py; protocol.py reads protocol files
+(validate.py checks them).
 """
 from archlab.study.compare import compare, plan  # noqa: F401
 from archlab.study.location import open_study, resolve_study  # noqa: F401

@@ -5,6 +5,8 @@ database, resumable, shareable between workers.
     archlab compare cifar10 --seeds 0 1 2   # a preset, three seeds
     archlab compare my.yaml --db postgresql://lab@db/studies     # then, on other machines:
     archlab compare --worker --db postgresql://lab@db/studies --study /shared/my
+    archlab compare my.yaml --executor ray --address ray://head:10001 --gpus-per-run 1 \
+        --db postgresql://lab@db/studies --study /shared/my     # each run a Ray task
 
 A study is a directory (default `studies/<protocol name>`) holding the SQLite database
 (`study.db`, unless --db names a PostgreSQL server), one run directory per run (the
@@ -21,6 +23,7 @@ from archlab._text import fmt_time
 from archlab.study.backends import is_url, open_store
 from archlab.study.location import resolve_study
 from archlab.study.protocol import Protocol, load_protocol
+from archlab.study.ray_executor import check_resources, import_ray, train_on_ray
 from archlab.study.report import write_report
 from archlab.study.store import DEFAULT_LEASE_S
 from archlab.study.work import (Session, StudyResult, WorkOptions, open_session, serve,
@@ -34,7 +37,9 @@ def compare(protocol: str | Path | Protocol | None = None, *, models: Iterable[s
             db: str | None = None, worker: bool = False, device: str | None = None,
             root: str | None = None, retry_failed: bool = False, lease_s: float = DEFAULT_LEASE_S,
             max_runs: int | None = None, verbose: bool = True, progress: bool = True,
-            report: bool = True, out=None, jobs: int | None = None) -> StudyResult:
+            report: bool = True, out=None, jobs: int | None = None, executor: str = "local",
+            address: str | None = None, gpus_per_run: float | None = None,
+            cpus_per_run: float | None = None) -> StudyResult:
     """Run every (architecture, seed) pair of a protocol that is not done yet.
 
     protocol: a preset name (default 'quick-tour'), a YAML path or a Protocol; models,
@@ -51,9 +56,14 @@ def compare(protocol: str | Path | Protocol | None = None, *, models: Iterable[s
         jobs); this process then only watches them and reports, and their logs go to
         <study>/workers/. A worker that dies leaves its run to the others or to this
         process, which trains what is left at the end.
+    executor: 'local' (this process and its `jobs` workers) or 'ray': every run a Ray task
+        asking for `cpus_per_run` CPUs (default 1) and `gpus_per_run` GPUs (default 1 when
+        the cluster has GPUs, else 0), on the cluster at `address` (ray://HOST:10001) or on
+        a Ray started on this machine; a task whose worker dies is retried and resumes
+        from its checkpoint (study/ray_executor.py).
     Returns a StudyResult; writes <study>/report.html and results.csv unless report=False.
     """
-    _check_jobs(jobs, worker)
+    _check_executor(executor, jobs, worker, address, gpus_per_run, cpus_per_run)
     options = WorkOptions(device, root, retry_failed, lease_s, verbose, progress)
     if worker and protocol is None:     # every protocol the study holds
         return serve(None, study, db, options, max_runs)
@@ -65,7 +75,10 @@ def compare(protocol: str | Path | Protocol | None = None, *, models: Iterable[s
     try:
         started, attempted = 0, set()
         n_jobs = min(jobs or proto.jobs, len(session.todo))
-        if n_jobs > 1 and max_runs is None:
+        if executor == "ray" and session.todo:
+            started, attempted = train_on_ray(session, address, gpus_per_run, cpus_per_run,
+                                              max_runs, proto.study_budget)
+        elif n_jobs > 1 and max_runs is None:
             started, attempted = _train_in_workers(session, n_jobs, proto)
         train_left(session, started, attempted, max_runs, proto.study_budget)
         session.result.runs = session.all_runs()
@@ -74,6 +87,32 @@ def compare(protocol: str | Path | Protocol | None = None, *, models: Iterable[s
     finally:
         session.store.close()
     return session.result
+
+
+def _check_executor(executor: str, jobs: int | None, worker: bool, address: str | None,
+                    gpus_per_run: float | None, cpus_per_run: float | None) -> None:
+    """Refuse what cannot work before anything is opened (or trained)."""
+    if executor not in ("local", "ray"):
+        raise ValueError(f"executor={executor!r} (--executor {executor}): 'local' (this "
+                         "machine's processes) or 'ray' (Ray tasks)")
+    _check_jobs(jobs, worker)
+    if executor == "local":
+        given = [f"{name}={value}" for name, value in (
+            ("address", address), ("gpus_per_run", gpus_per_run),
+            ("cpus_per_run", cpus_per_run)) if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: these place runs on Ray; add "
+                             "executor='ray' (--executor ray)")
+        return
+    if worker:
+        raise ValueError("worker=True with executor='ray': a Ray study is one command, "
+                         "`archlab compare PROTOCOL --executor ray` (--worker processes started "
+                         "on their own may still join it)")
+    if jobs is not None and jobs > 1:
+        raise ValueError(f"jobs={jobs} with executor='ray': Ray runs as many runs at a time "
+                         "as the cluster fits; size them with --cpus-per-run/--gpus-per-run")
+    check_resources(gpus_per_run, cpus_per_run)
+    import_ray()   # the one-line reason before anything is written
 
 
 def _check_jobs(jobs: int | None, worker: bool) -> None:

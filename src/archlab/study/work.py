@@ -185,15 +185,16 @@ def train_left(session: Session, started: int, attempted: set[str], max_runs: in
                                printer.elapsed(),
                                eta(done_times, s.costs, s.todo[started - 1:], s.total_cost)))
         t_run = time.perf_counter()
-        measures = _train_one(s, run, protocol)
+        measures = train_one(s, run, protocol)
         if measures is not None:
             result.done_here += 1
             done_times.append((s.costs.get(run.label), time.perf_counter() - t_run))
             printer.say(run_line(run, measures))
 
 
-def _train_one(s: Session, run: Run, protocol: Protocol):
-    """Train one claimed run; its measures, or None when it failed or was lost."""
+def train_one(s: Session, run: Run, protocol: Protocol):
+    """Train one claimed run and record it (a failure too, with its error.log); its
+    measures, or None when it failed or was lost. Ctrl-C gives the run back."""
     o = s.options
     ctx = RunContext(protocol, s.store, s.study_dir, s.worker, o.device, s.data, o.verbose,
                      o.progress, o.lease_s)
@@ -256,4 +257,4 @@ def protocol_from_row(row: dict[str, Any]) -> Protocol:
 
 
 __all__ = ["Session", "StudyResult", "WorkOptions", "open_session", "protocol_from_row",
-           "serve", "train_left"]
+           "serve", "train_left", "train_one"]

@@ -1,5 +1,6 @@
 """Local worker processes: `jobs` runs of one study trained side by side on this machine,
-each in a process of its own with its share of the CPU cores, and the watch over them.
+each in a process of its own with its share of the CPU cores, and the watch over them
+(which the Ray executor shares: it reads the study database, not the processes).
 
 The workers claim runs from the study database exactly as `archlab compare --worker`
 processes do (so no run is trained twice, and a killed one resumes).
@@ -12,7 +13,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -82,42 +83,11 @@ class LocalWorkers:
     def watch(self, session: Session, budget: float | None, poll_s: float = 1.0) -> int:
         """Print the runs as the workers start and finish them, until every worker has
         exited; returns how many runs were started."""
-        store, keys, todo, printer = session.store, session.keys, session.todo, session.printer
-        costs, total_cost, result = session.costs, session.total_cost, session.result
         jobs = len(self.procs)
-        printer.say(f"{jobs} workers, {self.threads} CPU thread{'s' * (self.threads > 1)} "
-                    f"each; their logs: {self.logs[0].parent}")
-        seen = {r.key: r.status for r in store.runs(keys=keys)}
-        todo_keys = {r.key for r in todo}
-        announced: set[str] = set()
-        done_times: list[tuple[float | None, float]] = []
-        while True:
-            alive = [p for p in self.procs if p.is_alive()]
-            if budget and printer.elapsed() > budget:
-                break   # the loop after this says so, and stop() takes the runs back
-            runs = store.runs(keys=keys)
-            for r in runs:
-                before, seen[r.key] = seen.get(r.key), r.status
-                if r.status == before or r.key not in todo_keys or r.status == "pending":
-                    continue
-                if r.key not in announced:  # a short run may start and end between two looks
-                    announced.add(r.key)
-                    left = [q for q in runs if q.key in todo_keys
-                            and q.status in ("pending", "running")]
-                    printer.say(run_header(len(announced), len(todo), r, printer.elapsed(),
-                                           eta(done_times, costs, left, total_cost, jobs)))
-                if r.status == "done":
-                    result.done_here += 1
-                    if r.wall_time:
-                        done_times.append((costs.get(r.label), r.wall_time))
-                    printer.say(run_line(r, r, note=False))
-                elif r.status == "failed":
-                    result.failed_here += 1
-                    printer.say(f"  FAILED {r.label} (seed {r.seed}): {r.error}")
-            if not alive:
-                break
-            time.sleep(poll_s)
-        return len(announced)
+        session.printer.say(f"{jobs} workers, {self.threads} CPU thread{'s' * (self.threads > 1)}"
+                            f" each; their logs: {self.logs[0].parent}")
+        return watch(session, budget, lambda: any(p.is_alive() for p in self.procs), jobs,
+                     poll_s)
 
     def stop(self, grace_s: float = 60.0) -> None:
         """Ask the workers that are still running to give their runs back (SIGTERM: the
@@ -133,6 +103,46 @@ class LocalWorkers:
                 p.join()
 
 
+def watch(session: Session, budget: float | None, busy: Callable[[], bool], jobs: int,
+          poll_s: float = 1.0) -> int:
+    """Print the session's runs as other processes (local workers, Ray tasks) start and
+    finish them, reading the study database every `poll_s` seconds, until `busy()` is
+    False or the study's time budget is spent; returns how many runs were started."""
+    store, keys, todo, printer = session.store, session.keys, session.todo, session.printer
+    costs, total_cost, result = session.costs, session.total_cost, session.result
+    seen = {r.key: r.status for r in store.runs(keys=keys)}
+    todo_keys = {r.key for r in todo}
+    announced: set[str] = set()
+    done_times: list[tuple[float | None, float]] = []
+    while True:
+        working = busy()
+        if budget and printer.elapsed() > budget:
+            break   # the caller's loop after this says so, and stops the work
+        runs = store.runs(keys=keys)
+        for r in runs:
+            before, seen[r.key] = seen.get(r.key), r.status
+            if r.status == before or r.key not in todo_keys or r.status == "pending":
+                continue
+            if r.key not in announced:  # a short run may start and end between two looks
+                announced.add(r.key)
+                left = [q for q in runs if q.key in todo_keys
+                        and q.status in ("pending", "running")]
+                printer.say(run_header(len(announced), len(todo), r, printer.elapsed(),
+                                       eta(done_times, costs, left, total_cost, jobs)))
+            if r.status == "done":
+                result.done_here += 1
+                if r.wall_time:
+                    done_times.append((costs.get(r.label), r.wall_time))
+                printer.say(run_line(r, r, note=False))
+            elif r.status == "failed":
+                result.failed_here += 1
+                printer.say(f"  FAILED {r.label} (seed {r.seed}): {r.error}")
+        if not working:
+            break
+        time.sleep(poll_s)
+    return len(announced)
+
+
 def install_sigterm() -> Any:
     """SIGTERM as Ctrl-C outside the trainer (which handles both itself), so that a worker
     stopped by its scheduler gives its run back."""
@@ -145,4 +155,4 @@ def install_sigterm() -> Any:
         return None
 
 
-__all__ = ["LocalWorkers", "install_sigterm"]
+__all__ = ["LocalWorkers", "install_sigterm", "watch"]
