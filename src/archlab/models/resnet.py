@@ -594,7 +594,8 @@ _register("seresnet152", SENET, params=66_821_848, params_source="timm",
 _register("resnext50_32x4d", RESNEXT, params=25_028_904, params_source=_TV,
           peers={"torchvision": "resnext50_32x4d"}, groups=32, base_width=4, **_R50)
 _register("resnext101_32x4d", RESNEXT, params=44_177_704, params_source="timm",
-          peers={"timm": "resnext101_32x4d"}, groups=32, base_width=4, **_R101)
+          peers={"timm": "resnext101_32x4d"}, groups=32, base_width=4, interpolation="bilinear",
+          **_R101)
 _register("resnext101_32x8d", RESNEXT, params=88_791_336, params_source=_TV,
           peers={"torchvision": "resnext101_32x8d"}, groups=32, base_width=8, **_R101)
 _register("seresnext50_32x4d", SENET, params=27_559_896, params_source="timm",
