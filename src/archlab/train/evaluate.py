@@ -20,8 +20,10 @@ from archlab.models import CheckpointError
 from archlab.models.pretrained_cfg import cfg_from_run, preprocess_of
 from archlab.train import finetune
 from archlab.train.checkpoint import read_model
+from archlab.analysis.speed import Choice, Settings
 from archlab.train.device import inference_settings, resolve_device
 from archlab.train.eval_loop import eval_pass, run_eval
+from archlab.train.exported import load_onnx
 from archlab.train.losses import split_output
 from archlab.train.metrics import Metrics
 from archlab.train.progress import ProgressBar
@@ -48,6 +50,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu"
 
 
 def _resolve_model(model, device, preprocess) -> tuple[nn.Module, dict[str, Any]]:
+    if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
+        return load_onnx(model)   # `archlab export`'s, with its recorded preprocessing
     if isinstance(model, (str, Path)):
         return load_trained(model, device)
     cfg = getattr(model, "pretrained_cfg", None)
@@ -58,6 +62,15 @@ def _resolve_model(model, device, preprocess) -> tuple[nn.Module, dict[str, Any]
                          "classes); or pass the path of a run that archlab trained")
     info = {"preprocess": dict(preprocess), "classes": preprocess.get("classes")}
     return model.to(resolve_device(str(device))).eval(), info
+
+
+def _settings(model: nn.Module, device: torch.device, batch: int, size: int, in_chans: int,
+              batches: int, precision: str) -> Choice:
+    """The speed settings of an evaluation (device.inference_settings); an exported model
+    runs as it was exported."""
+    if getattr(model, "exported", False):
+        return Choice(Settings(), reason="an exported model runs as exported")
+    return inference_settings(model, device, batch, size, in_chans, batches, precision)
 
 
 @dataclass
@@ -104,7 +117,7 @@ def evaluate(model: nn.Module | str | Path, data: ImageData | str, *, split: str
         side = enlarged_side(size, crop_pct)
     in_chans = pre.get("in_chans", 3)
     steps = -(-len(data) // batch_size) * (spec.count(data.hflip) if spec is not None else 1)
-    choice = inference_settings(model, dev, batch_size, side, in_chans, steps, precision)
+    choice = _settings(model, dev, batch_size, side, in_chans, steps, precision)
     s = choice.settings
     model = s.prepare(model, "infer", torch.randn(2, in_chans, side, side, device=dev))
     pipeline = BatchPipeline(side, pre["mean"], pre["std"], None, data.in_memory,
@@ -188,8 +201,8 @@ def predict(model: nn.Module | str | Path, images: Sequence | str | Path, *, top
     transform = eval_transform(pre["image_size"], pre.get("crop_pct", 0.875),
                                pre.get("interpolation", "bilinear"))
     size, in_chans = pre["image_size"], pre.get("in_chans", 3)
-    s = inference_settings(model, dev, batch_size, size, in_chans,
-                           -(-len(items) // batch_size), precision).settings
+    s = _settings(model, dev, batch_size, size, in_chans, -(-len(items) // batch_size),
+                  precision).settings
     model = s.prepare(model, "infer", torch.randn(2, in_chans, size, size, device=dev))
     pipeline = BatchPipeline(size, pre["mean"], pre["std"], None, False,
                              channels_last=s.channels_last)
