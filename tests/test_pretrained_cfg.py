@@ -114,16 +114,21 @@ def test_a_model_without_weights_has_its_cards_view():
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("cfg")
     recipe = Recipe(epochs=1, batch_size=64, lr=0.2, model_kwargs=TINY, threads=1,
                     progress=False, image_size=16)
-    fit("resnet20", "digits", recipe, run_dir=root / "run", verbose=False)
-    return root / "run"
+    return fit("resnet20", "digits", recipe, run_dir=root / "run", verbose=False)
 
 
-def test_a_run_records_its_preprocessing_and_load_trained_exposes_it(run):
+@pytest.fixture(scope="module")
+def run(fitted):
+    return fitted.run_dir
+
+
+def test_a_run_records_its_preprocessing_and_load_trained_exposes_it(run, fitted):
     model, info = load_trained(run)
+    assert fitted.model.pretrained_cfg == model.pretrained_cfg   # fit's model carries it too
     state = json.loads((run / "checkpoint.json").read_text())
     pre = state["preprocess"]
     cfg = model.pretrained_cfg
