@@ -14,6 +14,7 @@ the README's "Export" section and to benchmarks/results/export_parity.json.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -69,7 +70,7 @@ def measure(family: str, name: str, kwargs: dict, out: Path) -> dict:
     seconds = time.perf_counter() - start
     with torch.no_grad():
         reference = Logits(model)(x)
-        exact = Logits(model).double()(x.double())
+        exact = Logits(copy.deepcopy(model)).double()(x.double())
     onnx = OnnxModel(result.path)
     single = float((onnx(x[:1]) - reference[:1]).abs().max())
     return {"family": family, "model": name, "input": list(x.shape[1:]),

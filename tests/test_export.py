@@ -11,7 +11,6 @@ import torch
 
 import archlab
 from archlab.cli import main
-from archlab.models.mobilenet import V2_TABLE
 from archlab.train import Recipe, fit, load_trained, predict
 from archlab.train.export import ExportError, export_model
 from archlab.train.exported import OnnxModel, load_onnx, read_record

@@ -190,7 +190,10 @@ def create_model(
         cfg["crop_pct"] = 1.0
     if pretrained:
         report = load_pretrained(model, pretrained)
+        side = cfg["input_size"]
         cfg = _weights_cfg(model, cfg, pretrained, report)
+        if "img_size" in overrides:   # weights moved to another resolution on purpose
+            cfg["input_size"] = side
     model.pretrained_cfg = cfg
     return model
 

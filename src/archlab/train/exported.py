@@ -34,7 +34,8 @@ def need(*modules: str, what: str = "exporting to ONNX") -> None:
         except ImportError:
             missing.append(name)
     if missing:
-        raise RuntimeError(f"{what} needs {', '.join(missing)}, which is not installed: "
+        verb = "is" if len(missing) == 1 else "are"
+        raise RuntimeError(f"{what} needs {', '.join(missing)}, which {verb} not installed: "
                            f"{EXTRA}")
 
 
