@@ -3,6 +3,7 @@
     import archlab
     archlab.list_models("resnet*")
     model = archlab.create_model("resnet50", num_classes=10, in_chans=1)
+    archlab.transforms_for(model)                  # what its weights expect of an image
     archlab.model_card("vgg16").key_idea
     archlab.profile("vgg16", img_size=224).macs
     data = archlab.load_dataset("fashion-mnist")
@@ -13,7 +14,7 @@
 from archlab._version import __version__
 from archlab.explain import explain  # loads the package, then archlab.explain is the function
 from archlab.analysis.profile import Profile, profile
-from archlab.data import ImageData, load_dataset
+from archlab.data import ImageData, load_dataset, transforms_for
 from archlab.models import ModelCard, create_model, list_families, list_models, model_card
 from archlab.models.convert import convert_file
 from archlab.models.weights import load_checkpoint, save_state_dict
@@ -29,5 +30,6 @@ __all__ = [
     "TrainingDiverged", "TrainingInterrupted", "compare", "convert_file", "create_model", "deepen",
     "evaluate", "explain", "fine_tune", "fine_tune_at_resolution", "fit", "list_families",
     "list_models", "load_checkpoint", "load_dataset", "load_trained", "lr_find",
-    "model_card", "predict", "profile", "report", "save_state_dict", "tta_predict",
+    "model_card", "predict", "profile", "report", "save_state_dict", "transforms_for",
+    "tta_predict",
 ]

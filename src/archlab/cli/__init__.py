@@ -1,7 +1,7 @@
 """The `archlab` command. Each subcommand parses its arguments, calls the API and prints.
 
 One module per group of commands: models (models, info, convert), calc, bench, train
-(train, lr-find, eval, predict), explain, study (compare, report), experiment; recipe_flags
+(train, lr-find, eval, predict), export, explain, study (compare, report), experiment; recipe_flags
 turns the Recipe's fields into flags. Adding a subcommand: write `cmd_NAME(args) -> int` and `_parser_NAME(sub)`
 in its group's module and call the parser builder from that module's `add_commands`.
 """
@@ -13,10 +13,10 @@ import sys
 from typing import Sequence
 
 from archlab._version import __version__
-from archlab.cli import bench, calc, experiment, explain, models, study, train
+from archlab.cli import bench, calc, experiment, explain, export, models, study, train
 
 # The order `archlab --help` lists them in.
-GROUPS = (models, calc, bench, train, explain, study, experiment)
+GROUPS = (models, calc, bench, train, export, explain, study, experiment)
 
 
 def build_parser() -> argparse.ArgumentParser:

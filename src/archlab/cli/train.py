@@ -211,7 +211,8 @@ def cmd_eval(args) -> int:
 
 def _parser_predict(sub) -> None:
     p = add_command(sub, "predict", cmd_predict)
-    add_options(p, "checkpoint")
+    add_options(p, "checkpoint", checkpoint=dict(
+        help="run directory, model.safetensors, or a model.onnx `archlab export` wrote"))
     p.add_argument("images", nargs="+", help="image files or folders")
     add_options(p, "--top-k", "--batch-size", "--device", "--precision", "--json",
                 batch_size=dict(default=64))

@@ -22,5 +22,5 @@ from archlab.data.split import indices_digest, stratified_split, train_val_split
 from archlab.data.stats import channel_stats  # noqa: F401
 from archlab.data.transforms import (  # noqa: F401
     PRESETS, Augment, BatchPipeline, eval_transform, file_transform, mix_batch, pad_for,
-    pca_lighting, rand_augment, random_erasing, random_hflip, random_translate,
+    pca_lighting, rand_augment, random_erasing, random_hflip, random_translate, transforms_for,
 )

@@ -339,15 +339,57 @@ class BatchPipeline:
 # --------------------------------------------------------------------------------------
 
 
-def eval_transform(image_size: int, crop_pct: float = 0.875):
+def eval_transform(image_size: int, crop_pct: float = 0.875, interpolation: str = "bilinear"):
     """Resize the shorter side to image_size / crop_pct, cut the centre image_size square:
-    the evaluation view of ImageNet-trained networks (256 -> 224 at crop_pct 0.875)."""
+    the evaluation view of ImageNet-trained networks (256 -> 224 at crop_pct 0.875). A PIL
+    image is resized by PIL before it becomes a uint8 tensor, as torchvision's weights'
+    transforms do, so that archlab feeds their weights exactly the pixels they were
+    measured on."""
     from torchvision.transforms import v2
 
     return v2.Compose([
-        v2.PILToTensor(),
-        v2.Resize(int(math.floor(image_size / crop_pct + 0.5)), antialias=True),
+        v2.Resize(int(math.floor(image_size / crop_pct + 0.5)),
+                  interpolation=v2.InterpolationMode(interpolation), antialias=True),
         v2.CenterCrop(image_size),
+        v2.PILToTensor(),
+    ])
+
+
+class ImageMode:
+    """PIL image -> 'L' or 'RGB' (alpha on white, 16-bit rescaled: data.decode's rules);
+    tensors pass unchanged."""
+
+    def __init__(self, in_chans: int) -> None:
+        self.mode = "L" if in_chans == 1 else "RGB"
+
+    def __call__(self, img):
+        from PIL import Image
+
+        from archlab.data.decode import to_image_mode
+
+        return to_image_mode(img, self.mode)[0] if isinstance(img, Image.Image) else img
+
+
+def transforms_for(model_or_cfg):
+    """The evaluation transforms a model's weights expect, from its `pretrained_cfg` (or
+    such a dict): PIL image (or uint8 tensor) -> mode -> resize the shorter side to
+    size / crop_pct with the cfg's interpolation -> centre crop -> float in [0, 1] ->
+    normalise. The same tensor as torchvision's `weights.transforms()` and timm's
+    `create_transform(**resolve_data_config(...))` for the same numbers (archlab rounds
+    size / crop_pct as torchvision does)."""
+    from torchvision.transforms import v2
+
+    cfg = getattr(model_or_cfg, "pretrained_cfg", model_or_cfg)
+    if not isinstance(cfg, dict) or "input_size" not in cfg:
+        raise ValueError(f"{type(model_or_cfg).__name__} carries no pretrained_cfg (input_size, "
+                         "mean, std, ...): build it with archlab.create_model or load it with "
+                         "archlab.load_trained, or pass such a dict")
+    c, size, _ = cfg["input_size"]
+    return v2.Compose([
+        ImageMode(c),
+        eval_transform(size, cfg.get("crop_pct", 0.875), cfg.get("interpolation", "bilinear")),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(cfg["mean"]), list(cfg["std"])),
     ])
 
 

@@ -12,6 +12,7 @@ Every bad input is refused with a message that names it and says what would work
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from archlab.models import create_model, list_models
+from archlab.models.pretrained_cfg import cfg_from_metadata
 from archlab.models.weights import CheckpointError, load_state_dict, read_state_dict
 from archlab.train import load_trained
 
@@ -115,12 +117,18 @@ def _imagenet_classes(num_classes: int) -> list[str] | None:
 def subject_from_module(model: nn.Module, *, name: str | None = None,
                         image_size: int | None = None, classes: Sequence[str] | None = None,
                         mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                        crop_pct: float = 0.875, source: str = "module",
+                        crop_pct: float | None = None, source: str = "module",
                         dataset: str | None = None) -> Subject:
-    """A Subject from a built model; the rest comes from its card unless given."""
+    """A Subject from a built model; the rest comes from what its weights expect
+    (`pretrained_cfg`), else its card, unless given."""
     card = getattr(model, "card", None)
+    cfg = getattr(model, "pretrained_cfg", None)   # what archlab built or loaded attaches
+    if not isinstance(cfg, dict):
+        cfg = {"input_size": card.input_size, "mean": card.mean, "std": card.std} if card else {}
+    crop_pct = cfg.get("crop_pct", 0.875) if crop_pct is None else crop_pct
+    classes = classes or cfg.get("classes")
     in_chans = int(getattr(model, "in_chans", 3))
-    size = image_size or (card.input_size[1] if card else 224)
+    size = image_size or (cfg["input_size"][1] if cfg else 224)
 
     def stats(given, from_card, default):
         values = tuple(given) if given is not None else (
@@ -130,8 +138,8 @@ def subject_from_module(model: nn.Module, *, name: str | None = None,
             values = (float(np.mean(values)),) * in_chans
         return values
 
-    mean_ = stats(mean, card.mean if card else None, (0.5,) * in_chans)
-    std_ = stats(std, card.std if card else None, (0.5,) * in_chans)
+    mean_ = stats(mean, cfg.get("mean"), (0.5,) * in_chans)
+    std_ = stats(std, cfg.get("std"), (0.5,) * in_chans)
     min_size = int(getattr(model, "min_input_size", 1))
     label = name or getattr(model, "model_name", type(model).__name__)
     if size < min_size:
@@ -207,8 +215,11 @@ def _subject_from_file(path: Path, device: str) -> Subject:
                               "belong to: give the model name and the weights, e.g. "
                               f"`archlab explain resnet50 --pretrained {path}`")
     num_classes = int(meta.get("num_classes") or _count_classes(weights))
-    model = create_model(name, num_classes=num_classes, in_chans=_count_in_chans(weights))
+    kwargs = {"in_chans": _count_in_chans(weights), **json.loads(meta.get("model_kwargs") or "{}"),
+              "num_classes": num_classes}
+    model = create_model(name, **kwargs)
     load_state_dict(model, weights, meta.get("source_layout"))
+    model.pretrained_cfg = cfg_from_metadata(meta) or model.pretrained_cfg
     return subject_from_module(model.to(device), source=str(path))
 
 

@@ -184,17 +184,19 @@ class ConvNeXt(ImageClassifier):
     }
 
 
-_PEERS = {n: {"torchvision": n, "timm": n}
-          for n in ("convnext_tiny", "convnext_small", "convnext_base", "convnext_large")}
+# The peers; torchvision's weights are evaluated from 236, 230, 232 and 232 px down to 224.
+_PEERS = {n: dict(peers={"torchvision": n, "timm": n}, crop_pct=224 / side) for n, side in (
+    ("convnext_tiny", 236), ("convnext_small", 230), ("convnext_base", 232),
+    ("convnext_large", 232))}
 register_model("convnext_tiny", ConvNeXt, paper=CONVNEXT, params=28_589_128, params_source="tv",
-               peers=_PEERS["convnext_tiny"], depths=(3, 3, 9, 3), dims=(96, 192, 384, 768),
+               **_PEERS["convnext_tiny"], depths=(3, 3, 9, 3), dims=(96, 192, 384, 768),
                drop_path_rate=0.1)
 register_model("convnext_small", ConvNeXt, paper=CONVNEXT, params=50_223_688,
-               params_source="tv", peers=_PEERS["convnext_small"], depths=(3, 3, 27, 3),
+               params_source="tv", **_PEERS["convnext_small"], depths=(3, 3, 27, 3),
                dims=(96, 192, 384, 768), drop_path_rate=0.4)
 register_model("convnext_base", ConvNeXt, paper=CONVNEXT, params=88_591_464, params_source="tv",
-               peers=_PEERS["convnext_base"], depths=(3, 3, 27, 3),
+               **_PEERS["convnext_base"], depths=(3, 3, 27, 3),
                dims=(128, 256, 512, 1024), drop_path_rate=0.5)
 register_model("convnext_large", ConvNeXt, paper=CONVNEXT, params=197_767_336,
-               params_source="tv", peers=_PEERS["convnext_large"], depths=(3, 3, 27, 3),
+               params_source="tv", **_PEERS["convnext_large"], depths=(3, 3, 27, 3),
                dims=(192, 384, 768, 1536), drop_path_rate=0.5)

@@ -331,6 +331,16 @@ _LITE_PARAMS = (4_652_008, 5_416_680, 6_092_072, 8_197_096, 13_006_568)
 # TensorFlow's batch-norm defaults (momentum 0.99 in its convention is 0.01 in PyTorch's).
 _TF_BN = dict(bn_eps=1e-3, bn_momentum=0.01)
 
+# How the weights are evaluated, bicubic throughout: torchvision resizes B0..B7 to 256, 256,
+# 288 (cropped 288), 320, 384 and the side itself; TensorFlow's code (its ports: the tf_ models
+# and Lite) cuts a centre of size / (size + 32), its CROP_PADDING.
+_TV_CROP = (224 / 256, 240 / 256, 1.0, 300 / 320, 380 / 384, 1.0, 1.0, 1.0)
+
+
+def _tf_view(size: int) -> dict:
+    return dict(interpolation="bicubic", crop_pct=size / (size + 32))
+
+
 for _i, (_w, _d, _r, _p) in enumerate(EFFICIENTNET_COEFFS):
     # torchvision trains B5..B7 with TensorFlow's batch-norm settings, B0..B4 with PyTorch's.
     _bn = _TF_BN if _i >= 5 else {}
@@ -340,8 +350,8 @@ for _i, (_w, _d, _r, _p) in enumerate(EFFICIENTNET_COEFFS):
         peers={"torchvision": f"efficientnet_b{_i}", "timm": f"efficientnet_b{_i}"},
         idea=None if _i == 0 else
         f"EfficientNet-B0 compound-scaled to width ×{_w}, depth ×{_d} and {_r} px "
-        f"(dropout {_p}); symmetric padding as torchvision's.",
-        width=_w, depth=_d, resolution=_r, drop_rate=_p, **_bn)
+        f"(dropout {_p}); symmetric padding as torchvision's.", interpolation="bicubic",
+        crop_pct=_TV_CROP[_i], width=_w, depth=_d, resolution=_r, drop_rate=_p, **_bn)
     register_model(
         f"tf_efficientnet_b{_i}", EfficientNet, paper=EFFICIENTNET, params=_B_PARAMS[_i],
         params_source="tv", input_size=_r,
@@ -349,7 +359,8 @@ for _i, (_w, _d, _r, _p) in enumerate(EFFICIENTNET_COEFFS):
         idea=f"EfficientNet-B{_i} (width ×{_w}, depth ×{_d}, {_r} px) with TensorFlow's 'SAME' "
              "padding and batch-norm eps 1e-3, so that the weights TensorFlow trained (ported "
              "by efficientnet-pytorch and timm's tf_ models) give the same outputs.",
-        width=_w, depth=_d, resolution=_r, drop_rate=_p, padding="same_tf", **_TF_BN)
+        **_tf_view(_r), width=_w, depth=_d, resolution=_r, drop_rate=_p, padding="same_tf",
+        **_TF_BN)
 
 for _i, (_w, _d, _r, _p) in enumerate(LITE_COEFFS):
     _lite = dict(width=_w, depth=_d, resolution=_r, drop_rate=_p, se_ratio=0.0, act="relu6",
@@ -359,14 +370,14 @@ for _i, (_w, _d, _r, _p) in enumerate(LITE_COEFFS):
         params_source="timm", input_size=_r, peers={"timm": f"efficientnet_lite{_i}"},
         idea=None if _i == 0 else
         f"EfficientNet-Lite0 scaled to width ×{_w}, depth ×{_d} and {_r} px, stem, head and "
-        "first and last stages fixed; no squeeze-excitation, ReLU6.", **_lite)
+        "first and last stages fixed; no squeeze-excitation, ReLU6.", **_tf_view(_r), **_lite)
     register_model(
         f"tf_efficientnet_lite{_i}", EfficientNet, paper=EFFICIENTNET_LITE,
         params=_LITE_PARAMS[_i], params_source="timm", input_size=_r,
         mean=INCEPTION_MEAN, std=INCEPTION_STD, peers={"timm": f"tf_efficientnet_lite{_i}"},
         idea=f"EfficientNet-Lite{_i} with TensorFlow's 'SAME' padding and batch-norm eps 1e-3, "
              "for the weights TensorFlow trained (inputs scaled to [-1, 1]).",
-        padding="same_tf", **_TF_BN, **_lite)
+        **_tf_view(_r), padding="same_tf", **_TF_BN, **_lite)
 
 register_model("efficientnet_custom", efficientnet_custom, paper=EFFICIENTNET,
                idea="EfficientNet-B0 scaled by the compound rule for any φ "
@@ -374,6 +385,10 @@ register_model("efficientnet_custom", efficientnet_custom, paper=EFFICIENTNET,
                     "resolution 224·1.15^φ; FLOPs grow by about 2^φ.",
                phi=0.0)
 
+# torchvision evaluates V2 at the full side; its V2-L weights want bicubic and [-1, 1] inputs.
+_V2_VIEW = {"s": dict(crop_pct=1.0), "m": dict(crop_pct=1.0),
+            "l": dict(crop_pct=1.0, interpolation="bicubic", mean=INCEPTION_MEAN,
+                      std=INCEPTION_STD)}
 for _v, _stages, _stem, _params, _r, _p in (
         ("s", V2_S_STAGES, 24, 21_458_488, 384, 0.2),
         ("m", V2_M_STAGES, 24, 54_139_356, 480, 0.3),
@@ -386,8 +401,8 @@ for _v, _stages, _stem, _params, _r, _p in (
         idea=None if _v == "s" else
         f"EfficientNetV2-{_v.upper()}: the V2 recipe (Fused-MBConv early, MBConv with "
         "squeeze-excitation late) searched and scaled to a larger budget.",
-        stages=_stages, stem_chs=_stem, head_chs=1280, resolution=_r, drop_rate=_p,
-        bn_eps=1e-3)
+        **_V2_VIEW[_v], stages=_stages, stem_chs=_stem, head_chs=1280, resolution=_r,
+        drop_rate=_p, bn_eps=1e-3)
 
 del _i, _w, _d, _r, _p, _bn, _lite, _v, _stages, _stem, _params
 

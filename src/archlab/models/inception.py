@@ -564,7 +564,7 @@ register_model("inception_v3", InceptionV3, paper=INCEPTION_V3, params=27_161_26
                **_INC)
 register_model("inception_v3_noaux", InceptionV3, paper=INCEPTION_V3, params=23_834_568,
                params_source="timm", peers={"timm": "inception_v3"}, input_size=299,
-               aux_logits=False, drop_rate=0.0, **_INC,
+               aux_logits=False, drop_rate=0.0, **_INC, interpolation="bicubic",
                idea="Inception v3 without its auxiliary head (timm's default form, and what "
                     "runs at inference): factorised convolutions (5×5 as two 3×3s, 7×7 as "
                     "1×7 then 7×1) and grid reductions with convolution and pooling side by "

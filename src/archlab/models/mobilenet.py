@@ -36,7 +36,7 @@ from archlab.models.layers import (
     ClassifierHead, ConvNormAct, DepthwiseSeparableConv, ImageClassifier, InvertedResidual,
     make_divisible,
 )
-from archlab.models.registry import Paper, register_model
+from archlab.models.registry import INCEPTION_MEAN, INCEPTION_STD, Paper, register_model
 
 MOBILENET_V1 = Paper(
     "MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications",
@@ -254,8 +254,11 @@ class MobileNetV2(ImageClassifier):
 # Registered variants
 # --------------------------------------------------------------------------------------
 
+# timm's weights are the ones to load: evaluated with bicubic resizing (v1's on [-1, 1] too).
+_TIMM = dict(interpolation="bicubic")
 register_model("mobilenet_v1_100", MobileNetV1, paper=MOBILENET_V1, params=4_231_976,
-               params_source="timm", peers={"timm": "mobilenetv1_100"})
+               params_source="timm", peers={"timm": "mobilenetv1_100"}, mean=INCEPTION_MEAN,
+               std=INCEPTION_STD, **_TIMM)
 register_model("mobilenet_v1_075", MobileNetV1, paper=MOBILENET_V1, width_mult=0.75)
 register_model("mobilenet_v1_050", MobileNetV1, paper=MOBILENET_V1, width_mult=0.5)
 register_model("mobilenet_v1_025", MobileNetV1, paper=MOBILENET_V1, width_mult=0.25)
@@ -266,10 +269,14 @@ register_model("mobilenet_v1_100_160", MobileNetV1, paper=MOBILENET_V1, params=4
 register_model("mobilenet_v2_100", MobileNetV2, paper=MOBILENET_V2, params=3_504_872,
                params_source="tv", peers={"torchvision": "mobilenet_v2", "timm": "mobilenetv2_100"})
 register_model("mobilenet_v2_035", MobileNetV2, paper=MOBILENET_V2, params=1_677_128,
-               params_source="timm", peers={"timm": "mobilenetv2_035"}, width_mult=0.35)
+               params_source="timm", peers={"timm": "mobilenetv2_035"}, width_mult=0.35,
+               **_TIMM)
 register_model("mobilenet_v2_050", MobileNetV2, paper=MOBILENET_V2, params=1_968_680,
-               params_source="timm", peers={"timm": "mobilenetv2_050"}, width_mult=0.5)
+               params_source="timm", peers={"timm": "mobilenetv2_050"}, width_mult=0.5,
+               **_TIMM)
 register_model("mobilenet_v2_075", MobileNetV2, paper=MOBILENET_V2, params=2_636_424,
-               params_source="timm", peers={"timm": "mobilenetv2_075"}, width_mult=0.75)
+               params_source="timm", peers={"timm": "mobilenetv2_075"}, width_mult=0.75,
+               **_TIMM)
 register_model("mobilenet_v2_140", MobileNetV2, paper=MOBILENET_V2, params=6_108_776,
-               params_source="timm", peers={"timm": "mobilenetv2_140"}, width_mult=1.4)
+               params_source="timm", peers={"timm": "mobilenetv2_140"}, width_mult=1.4,
+               **_TIMM)

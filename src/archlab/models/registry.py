@@ -16,7 +16,9 @@ import fnmatch
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from archlab.models.weights import load_pretrained
+from archlab.models.pretrained_cfg import (card_cfg, cfg_from_metadata, imagenet_classes,
+                                           loaded_cfg, peer_cfg)
+from archlab.models.weights import PEER_SOURCES, load_pretrained, named_source
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,6 +51,10 @@ class ModelCard:
     input_size: tuple[int, int, int] = (3, 224, 224)
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    # How its weights' source evaluates: resize the shorter side to size / crop_pct with this
+    # interpolation, cut the centre (models/pretrained_cfg.py).
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
     # The reference count (1000 classes, 3 channels) that the tests check, and its source.
     params: int | None = None
     params_source: str = ""
@@ -82,6 +88,8 @@ def register_model(
     input_size: int | tuple[int, int, int] = 224,
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
+    interpolation: str = "bilinear",
+    crop_pct: float | None = None,
     peers: dict[str, str] | None = None,
     small_input_size: int = 32,
     **config: Any,
@@ -91,6 +99,8 @@ def register_model(
         raise ValueError(f"model name {name!r} is registered twice")
     if isinstance(input_size, int):
         input_size = (3, input_size, input_size)
+    if crop_pct is None:  # ImageNet's 256 -> 224; CIFAR's and MNIST's images are seen whole
+        crop_pct = 0.875 if input_size[1] > 64 else 1.0
     card = ModelCard(
         name=name,
         family=paper.family,
@@ -101,6 +111,8 @@ def register_model(
         input_size=tuple(input_size),
         mean=tuple(mean),
         std=tuple(std),
+        interpolation=interpolation,
+        crop_pct=crop_pct,
         params=params,
         params_source=params_source,
         peers=dict(peers or {}),
@@ -173,9 +185,34 @@ def create_model(
     model.card = replace(entry.card, input_size=_input_size(entry.card, in_chans, small_input,
                                                            config, model))
     model.model_name = name
+    cfg = card_cfg(model.card, num_classes)
+    if small_input:   # 28-64 px images are taken whole, as the trainer takes them
+        cfg["crop_pct"] = 1.0
     if pretrained:
-        load_pretrained(model, pretrained)
+        report = load_pretrained(model, pretrained)
+        side = cfg["input_size"]
+        cfg = _weights_cfg(model, cfg, pretrained, report)
+        if "img_size" in overrides:   # weights moved to another resolution on purpose
+            cfg["input_size"] = side
+    model.pretrained_cfg = cfg
     return model
+
+
+def _weights_cfg(model: Any, cfg: dict, pretrained: str, report: Any) -> dict:
+    """The preprocessing the loaded weights expect: the named peer weights' own, the file's
+    record, else the card's; ImageNet's class names for a peer's 1000-class head."""
+    named = named_source(pretrained)
+    if named and named[0] in ("torchvision", "timm") and named[0] in model.card.peers:
+        recorded = peer_cfg(named[0], model.card.peers[named[0]], named[1], cfg)
+    else:
+        recorded = cfg_from_metadata(report.metadata)
+    cfg = loaded_cfg(cfg, model.num_classes, recorded, bool(report.reset))
+    if ("classes" not in cfg and report.source in PEER_SOURCES and not report.reset
+            and model.num_classes == 1000):
+        names = imagenet_classes()
+        if names:
+            cfg["classes"] = names
+    return cfg
 
 
 def _input_size(card: ModelCard, in_chans: int, small_input: bool, config: dict,

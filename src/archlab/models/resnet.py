@@ -52,7 +52,7 @@ from torch import nn
 
 from archlab.models.layers import (ClassifierHead, DropPath, ImageClassifier, SqueezeExcite,
                                    get_act, init_conv_bn)
-from archlab.models.registry import Paper, register_model
+from archlab.models.registry import INCEPTION_MEAN, INCEPTION_STD, Paper, register_model
 
 RESNET = Paper(
     "Deep Residual Learning for Image Recognition", 2015, "1512.03385", "resnet",
@@ -534,6 +534,9 @@ _TIMM_LEGACY_KEYS = [(r"^layer0\.conv1\.", "conv1."), (r"^layer0\.bn1\.", "bn1."
 
 
 def _register(name: str, paper: Paper, **kw: Any) -> None:
+    # Weights only timm has are evaluated as timm evaluates them: bicubic resizing.
+    if "timm" in (kw.get("peers") or {}) and "torchvision" not in kw["peers"]:
+        kw.setdefault("interpolation", "bicubic")
     register_model(name, ResNet, paper=paper, **kw)
 
 
@@ -600,11 +603,12 @@ for _n, _depth, _cfg, _count in (("18", 18, _R18, 11_708_744), ("34", 34, _R34, 
 
 # Pre-activation ResNets (1603.05027).
 _register("resnetv2_50", PREACT, params=25_549_352, params_source="timm",
-          peers={"timm": "resnetv2_50"}, preact=True, **_R50)
+          peers={"timm": "resnetv2_50"}, preact=True, crop_pct=0.95, mean=INCEPTION_MEAN,
+          std=INCEPTION_STD, **_R50)
 
 # Squeeze-and-excitation, ResNeXt and wide ResNets.
 _register("seresnet50", SENET, params=28_088_024, params_source="timm",
-          peers={"timm": "seresnet50"}, attn="se", **_R50)
+          peers={"timm": "seresnet50"}, attn="se", crop_pct=0.95, **_R50)
 _register("seresnet101", SENET, params=49_326_872, params_source="timm",
           peers={"timm": "seresnet101"}, attn="se", **_R101)
 _register("seresnet152", SENET, params=66_821_848, params_source="timm",
@@ -612,7 +616,8 @@ _register("seresnet152", SENET, params=66_821_848, params_source="timm",
 _register("resnext50_32x4d", RESNEXT, params=25_028_904, params_source=_TV,
           peers={"torchvision": "resnext50_32x4d"}, groups=32, base_width=4, **_R50)
 _register("resnext101_32x4d", RESNEXT, params=44_177_704, params_source="timm",
-          peers={"timm": "resnext101_32x4d"}, groups=32, base_width=4, **_R101)
+          peers={"timm": "resnext101_32x4d"}, groups=32, base_width=4, interpolation="bilinear",
+          **_R101)
 _register("resnext101_32x8d", RESNEXT, params=88_791_336, params_source=_TV,
           peers={"torchvision": "resnext101_32x8d"}, groups=32, base_width=8, **_R101)
 _register("seresnext50_32x4d", SENET, params=27_559_896, params_source="timm",

@@ -404,6 +404,8 @@ _TI_SMALL = dict(embed_dim=192, depth=6, num_heads=3, img_size=32)
 _S_SMALL = dict(embed_dim=384, depth=6, num_heads=6, img_size=32)
 
 _VIT = dict(paper=VIT, mean=INCEPTION_MEAN, std=INCEPTION_STD)
+# timm's ImageNet weights (ViT's and DeiT's) are evaluated with bicubic resizing from 224/0.9.
+_TIMM = dict(interpolation="bicubic", crop_pct=0.9)
 _SMALL_IDEA = ("A ViT cut down for 32 px images: {p}x{p} patches ({g}x{g} = {t} tokens) and "
                "6 blocks. Without the convolution's locality prior it needs strong "
                "augmentation or more data to match a small CNN on CIFAR-sized images.")
@@ -423,7 +425,7 @@ for _name, _size, _patch, _params, _tv in _IMAGENET:
     register_model(_name, VisionTransformer, **_VIT, params=_params,
                    params_source="tv" if _tv else "timm",
                    peers={"torchvision": _tv, "timm": _name} if _tv else {"timm": _name},
-                   patch_size=_patch, **_size)
+                   patch_size=_patch, **_TIMM, **_size)
 
 register_model("vit_tiny_patch4_32", VisionTransformer, **_VIT, input_size=32,
                idea=_SMALL_IDEA.format(p=4, g=8, t=64), patch_size=4, **_TI_SMALL)
@@ -437,24 +439,24 @@ _DEIT_IDEA = ("ViT trained on ImageNet-1k alone in three days on one machine: th
               "augmentation) closes most of the gap to CNNs without extra data.")
 register_model("deit_tiny_patch16_224", VisionTransformer, paper=DEIT, idea=_DEIT_IDEA,
                params=5_717_416, params_source="timm", peers={"timm": "deit_tiny_patch16_224"},
-               patch_size=16, **_TI)
+               patch_size=16, **_TIMM, **_TI)
 register_model("deit_small_patch16_224", VisionTransformer, paper=DEIT, idea=_DEIT_IDEA,
                params=22_050_664, params_source="timm",
-               peers={"timm": "deit_small_patch16_224"}, patch_size=16, **_S)
+               peers={"timm": "deit_small_patch16_224"}, **_TIMM, patch_size=16, **_S)
 register_model("deit_base_patch16_224", VisionTransformer, paper=DEIT, idea=_DEIT_IDEA,
                params=86_567_656, params_source="timm", peers={"timm": "deit_base_patch16_224"},
-               patch_size=16, **_B)
+               patch_size=16, **_TIMM, **_B)
 register_model("deit_tiny_distilled_patch16_224", VisionTransformer, paper=DEIT,
                params=5_910_800, params_source="timm",
-               peers={"timm": "deit_tiny_distilled_patch16_224"}, patch_size=16,
+               peers={"timm": "deit_tiny_distilled_patch16_224"}, **_TIMM, patch_size=16,
                distilled=True, **_TI)
 register_model("deit_small_distilled_patch16_224", VisionTransformer, paper=DEIT,
                params=22_436_432, params_source="timm",
-               peers={"timm": "deit_small_distilled_patch16_224"}, patch_size=16,
+               peers={"timm": "deit_small_distilled_patch16_224"}, **_TIMM, patch_size=16,
                distilled=True, **_S)
 register_model("deit_base_distilled_patch16_224", VisionTransformer, paper=DEIT,
                params=87_338_192, params_source="timm",
-               peers={"timm": "deit_base_distilled_patch16_224"}, patch_size=16,
+               peers={"timm": "deit_base_distilled_patch16_224"}, **_TIMM, patch_size=16,
                distilled=True, **_B)
 register_model("deit_tiny_distilled_patch4_32", VisionTransformer, paper=DEIT, input_size=32,
                idea="The distilled DeiT-Ti cut down for 32 px images (4x4 patches, 6 blocks): "

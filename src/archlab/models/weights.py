@@ -24,6 +24,7 @@ from archlab.models.layers import ImageClassifier
 
 # pretrainedmodels is Cadene's pretrained-models.pytorch, the port of BN-Inception's weights.
 SOURCES = ("archlab", "torchvision", "timm", "efficientnet-pytorch", "pretrainedmodels")
+PEER_SOURCES = SOURCES[1:]
 _SOURCE_ALIASES = {"tv": "torchvision", "efficientnet_pytorch": "efficientnet-pytorch",
                    "effnet": "efficientnet-pytorch"}
 
@@ -38,6 +39,7 @@ class LoadReport:
     loaded: int = 0
     reset: list[str] = field(default_factory=list)      # classifier weights left at init
     adapted: list[str] = field(default_factory=list)    # input convs folded to in_chans
+    metadata: dict[str, str] = field(default_factory=dict)  # the file's (safetensors)
 
     def __str__(self) -> str:
         parts = [f"loaded {self.loaded} tensors from a {self.source} checkpoint"]
@@ -246,7 +248,9 @@ def load_state_dict(model: ImageClassifier, state_dict: dict[str, torch.Tensor],
 def load_checkpoint(model: ImageClassifier, path: str | os.PathLike,
                     source: str | None = None) -> LoadReport:
     state_dict, metadata = read_state_dict(path)
-    return load_state_dict(model, state_dict, source or metadata.get("source_layout"))
+    report = load_state_dict(model, state_dict, source or metadata.get("source_layout"))
+    report.metadata = metadata
+    return report
 
 
 # --------------------------------------------------------------------------------------
@@ -310,11 +314,20 @@ def fetch_named_state_dict(model: ImageClassifier, spec: str
     raise ValueError(f"unknown weights source in {spec!r}")
 
 
+def named_source(pretrained: str | os.PathLike) -> tuple[str, str] | None:
+    """(source, tag) of named weights ('tv:IMAGENET1K_V2' -> ('torchvision', 'IMAGENET1K_V2'));
+    None for a path."""
+    spec = str(pretrained)
+    prefix, _, tag = spec.partition(":")
+    if ":" in spec and not Path(spec).exists() and (
+            prefix.lower() in SOURCES or prefix.lower() in _SOURCE_ALIASES):
+        return normalize_source(prefix), tag
+    return None
+
+
 def load_pretrained(model: ImageClassifier, pretrained: str | os.PathLike) -> LoadReport:
     spec = str(pretrained)
-    prefix = spec.partition(":")[0].lower()
-    if ":" in spec and not Path(spec).exists() and (
-            prefix in SOURCES or prefix in _SOURCE_ALIASES):
+    if named_source(spec):
         state_dict, source = fetch_named_state_dict(model, spec)
         return load_state_dict(model, state_dict, source)
     return load_checkpoint(model, spec)

@@ -184,4 +184,4 @@ class Xception(ImageClassifier):
 
 register_model("xception", Xception, paper=XCEPTION, params=22_855_952, params_source="timm",
                peers={"timm": "legacy_xception"}, input_size=299, mean=INCEPTION_MEAN,
-               std=INCEPTION_STD)
+               std=INCEPTION_STD, interpolation="bicubic", crop_pct=0.8975)

@@ -31,6 +31,7 @@ import torch
 
 from archlab._io import write_atomic
 from archlab.models import CheckpointError, read_state_dict, save_state_dict
+from archlab.models.pretrained_cfg import cfg_from_run, to_metadata
 from archlab.train.losses import unwrap
 
 FORMAT = "archlab-checkpoint/1"
@@ -175,9 +176,11 @@ def load_checkpoint(run_dir: str | os.PathLike
 
 def save_model(path: str | os.PathLike, model_state: dict[str, torch.Tensor],
                info: dict[str, Any]) -> Path:
-    """Weights plus `info` (model name and kwargs, classes, preprocessing) as metadata."""
+    """Weights plus `info` (model name and kwargs, classes, preprocessing) as metadata, and
+    the preprocessing again as the `pretrained_cfg` every archlab model file records."""
     meta = {"format": "archlab-model/1", "source_layout": "archlab",
-            "archlab_model": str(info.get("model") or ""), "info": json.dumps(info)}
+            "archlab_model": str(info.get("model") or ""), "info": json.dumps(info),
+            **to_metadata(cfg_from_run(info))}
     return save_state_dict(model_state, path, metadata=meta)
 
 

@@ -17,10 +17,13 @@ from archlab.data import (DEFAULT_MAX_PIXELS, BatchPipeline, ImageData, ImageFil
                           Issues, eval_transform, evaluation_split, is_image_name, load_dataset,
                           make_loader, open_image, to_image_mode)
 from archlab.models import CheckpointError
+from archlab.models.pretrained_cfg import cfg_from_run, preprocess_of
 from archlab.train import finetune
 from archlab.train.checkpoint import read_model
+from archlab.analysis.speed import Choice, Settings
 from archlab.train.device import inference_settings, resolve_device
 from archlab.train.eval_loop import eval_pass, run_eval
+from archlab.train.exported import load_onnx
 from archlab.train.losses import split_output
 from archlab.train.metrics import Metrics
 from archlab.train.progress import ProgressBar
@@ -42,17 +45,32 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu"
     except RuntimeError as e:
         raise CheckpointError(f"{path}: the weights do not fit {name} built with "
                               f"{info['model_kwargs']} ({str(e).splitlines()[0]})") from None
+    model.pretrained_cfg = cfg_from_run(info)   # the run's preprocessing, not the card's
     return model.to(resolve_device(str(device))).eval(), info
 
 
 def _resolve_model(model, device, preprocess) -> tuple[nn.Module, dict[str, Any]]:
+    if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
+        return load_onnx(model)   # `archlab export`'s, with its recorded preprocessing
     if isinstance(model, (str, Path)):
         return load_trained(model, device)
+    cfg = getattr(model, "pretrained_cfg", None)
+    if preprocess is None and isinstance(cfg, dict):   # what create_model attached
+        preprocess = {**preprocess_of(cfg), "classes": cfg.get("classes")}
     if preprocess is None:
         raise ValueError("a bare module needs `preprocess` (image_size, mean, std, crop_pct, "
                          "classes); or pass the path of a run that archlab trained")
     info = {"preprocess": dict(preprocess), "classes": preprocess.get("classes")}
     return model.to(resolve_device(str(device))).eval(), info
+
+
+def _settings(model: nn.Module, device: torch.device, batch: int, size: int, in_chans: int,
+              batches: int, precision: str) -> Choice:
+    """The speed settings of an evaluation (device.inference_settings); an exported model
+    runs as it was exported."""
+    if getattr(model, "exported", False):
+        return Choice(Settings(), reason="an exported model runs as exported")
+    return inference_settings(model, device, batch, size, in_chans, batches, precision)
 
 
 @dataclass
@@ -99,13 +117,13 @@ def evaluate(model: nn.Module | str | Path, data: ImageData | str, *, split: str
         side = enlarged_side(size, crop_pct)
     in_chans = pre.get("in_chans", 3)
     steps = -(-len(data) // batch_size) * (spec.count(data.hflip) if spec is not None else 1)
-    choice = inference_settings(model, dev, batch_size, side, in_chans, steps, precision)
+    choice = _settings(model, dev, batch_size, side, in_chans, steps, precision)
     s = choice.settings
     model = s.prepare(model, "infer", torch.randn(2, in_chans, side, side, device=dev))
     pipeline = BatchPipeline(side, pre["mean"], pre["std"], None, data.in_memory,
                              channels_last=s.channels_last)
-    transform = None if data.in_memory else eval_transform(side, crop_pct if side == size
-                                                           else 1.0)
+    transform = None if data.in_memory else eval_transform(
+        side, crop_pct if side == size else 1.0, pre.get("interpolation", "bilinear"))
     loader = make_loader(data, batch_size, pipeline, transform=transform, device=dev,
                          shuffle=False, drop_last=False, workers=workers, strict=strict)
     bar = ProgressBar(len(loader), "eval" if spec is None else f"eval, TTA {spec}",
@@ -180,10 +198,11 @@ def predict(model: nn.Module | str | Path, images: Sequence | str | Path, *, top
         images = [images]
     items = _expand(images)
     mode = "L" if pre.get("in_chans", 3) == 1 else "RGB"
-    transform = eval_transform(pre["image_size"], pre.get("crop_pct", 0.875))
+    transform = eval_transform(pre["image_size"], pre.get("crop_pct", 0.875),
+                               pre.get("interpolation", "bilinear"))
     size, in_chans = pre["image_size"], pre.get("in_chans", 3)
-    s = inference_settings(model, dev, batch_size, size, in_chans,
-                           -(-len(items) // batch_size), precision).settings
+    s = _settings(model, dev, batch_size, size, in_chans, -(-len(items) // batch_size),
+                  precision).settings
     model = s.prepare(model, "infer", torch.randn(2, in_chans, size, size, device=dev))
     pipeline = BatchPipeline(size, pre["mean"], pre["std"], None, False,
                              channels_last=s.channels_last)

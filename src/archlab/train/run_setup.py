@@ -30,10 +30,12 @@ class Preprocess:
     std: list[float]
     crop_pct: float = 0.875
     in_chans: int = 3
+    interpolation: str = "bilinear"   # of the resize, for files (data.eval_transform's)
 
     def as_dict(self) -> dict[str, Any]:
         return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std),
-                "crop_pct": self.crop_pct, "in_chans": self.in_chans}
+                "crop_pct": self.crop_pct, "in_chans": self.in_chans,
+                "interpolation": self.interpolation}
 
 
 def load_data(spec: str, *, root, strict: bool, with_test: bool, image_size: int | None = None,

@@ -29,6 +29,7 @@ from torch import nn
 
 from archlab._io import write_atomic
 from archlab.data import BatchPipeline, ImageData, Issues, epoch_seed, eval_transform, make_loader
+from archlab.models.pretrained_cfg import cfg_from_run
 from archlab.train import checkpoint as ckpt
 from archlab.train import distributed, run_log, run_setup
 from archlab.train.device import resolve_device, run_settings, set_deterministic
@@ -329,7 +330,10 @@ class Trainer:
                 self.log(f"  {line}")
         if self.dist is not None:  # the others wait for rank 0's evaluation, then all end
             self.dist.barrier()
-        return FitResult(self.eval_model, self.history, self.run_dir, self.info(), self.best,
+        info = self.info()
+        # The model that leaves carries the run's preprocessing, not its card's.
+        unwrap(self.eval_model).pretrained_cfg = cfg_from_run(info)
+        return FitResult(self.eval_model, self.history, self.run_dir, info, self.best,
                          test, issues, list(self.step_curve.rows))
 
     def issues_now(self) -> Issues:
