@@ -181,3 +181,31 @@ def test_predict_and_explain_feed_the_runs_preprocessing(run, tmp_path):
     subject = load_subject(run)
     assert subject.mean == pytest.approx(model.pretrained_cfg["mean"])
     assert subject.std == pytest.approx(model.pretrained_cfg["std"])
+
+
+def test_pretrainedmodels_bgr_weights_take_archlabs_rgb_view(photo, monkeypatch):
+    """BN-Inception's port reads BGR 0..255 minus (104, 117, 128): downloaded by name, its
+    weights and cfg are turned into an RGB model that gives the port's logits on archlab's
+    own transforms (the download is replaced by the port with random weights)."""
+    pretrainedmodels = pytest.importorskip("pretrainedmodels")
+    from peers import calibrate_norms, randomize_norms
+
+    torch.manual_seed(0)
+    port = randomize_norms(pretrainedmodels.bninception(pretrained=None))
+    port = calibrate_norms(port, torch.randn(4, 3, 224, 224) * 60).eval()
+    monkeypatch.setattr(pretrainedmodels, "bninception", lambda **kw: port)
+    model = archlab.create_model("bn_inception", pretrained="pretrainedmodels:").eval()
+    cfg = model.pretrained_cfg
+    assert cfg["mean"] == pytest.approx([128 / 255, 117 / 255, 104 / 255])
+    assert cfg["std"] == pytest.approx([1 / 255] * 3) and cfg["input_size"] == (3, 224, 224)
+
+    ours = archlab.transforms_for(model)(photo)                 # RGB, normalised by the cfg
+    from torchvision.transforms import v2
+
+    port_view = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(224),
+                            v2.PILToTensor()])
+    rgb_255 = port_view(photo).float()
+    theirs = rgb_255.flip(0) - torch.tensor([104.0, 117.0, 128.0]).view(3, 1, 1)   # BGR
+    with torch.no_grad():
+        a, b = model(ours[None]), port(theirs[None])
+    assert (a - b).abs().max() <= 1e-4 * b.abs().max()

@@ -35,9 +35,10 @@ reads its names. Where it differs from Figure 5:
   pooling here pads the last row and column with -inf, so that any input size runs, and
   where the port runs at all the two are the same.
 The port expects BGR images in 0-255 minus the means (104, 117, 128); archlab's card keeps
-ImageNet's RGB mean and standard deviation, for training from scratch: the port's weights
-only classify well when they are fed their own input (channels flipped to BGR, scaled to
-0-255, those means subtracted), not the card's normalisation.
+ImageNet's RGB mean and standard deviation, for training from scratch. Its weights downloaded
+by name (`pretrained="pretrainedmodels:"`) have the first convolution's input channels
+turned round to RGB and carry a `pretrained_cfg` of mean (128, 117, 104)/255 and std 1/255,
+so that `archlab.transforms_for(model)` feeds them what they were trained on.
 """
 from __future__ import annotations
 

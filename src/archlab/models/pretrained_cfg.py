@@ -183,6 +183,19 @@ def peer_cfg(source: str, peer_name: str, tag: str, base: Mapping[str, Any]
                         else "bicubic", crop_pct=p.crop_pct or base["crop_pct"],
                         num_classes=num_classes,
                         classes=imagenet_classes() if num_classes == 1000 else None)
+    if source == "pretrainedmodels":
+        import pretrainedmodels
+
+        p = pretrainedmodels.pretrained_settings[peer_name][tag or "imagenet"]
+        # The Caffe ports read 0..255 in BGR order minus a mean (std 1): on archlab's 0..1
+        # RGB tensors that is mean/255 and std 1/255, in RGB order, as the download turned
+        # the first convolution's channels round (weights.py).
+        order = -1 if p["input_space"] == "BGR" else 1
+        scale = p["input_range"][1]
+        return make_cfg(p["input_size"][-1], [m / scale for m in p["mean"]][::order],
+                        [v / scale for v in p["std"]][::order], in_chans=in_chans,
+                        crop_pct=base["crop_pct"], num_classes=p["num_classes"],
+                        classes=imagenet_classes() if p["num_classes"] == 1000 else None)
     return dict(base)
 
 

@@ -306,9 +306,16 @@ def fetch_named_state_dict(model: ImageClassifier, spec: str
             except ImportError:
                 raise RuntimeError("these weights need pretrainedmodels: "
                                    "pip install pretrainedmodels") from None
-            peer = pretrainedmodels.__dict__[peer_name](num_classes=1000,
-                                                        pretrained=tag or "imagenet")
-            return peer.state_dict(), source
+            tag = tag or "imagenet"
+            peer = pretrainedmodels.__dict__[peer_name](num_classes=1000, pretrained=tag)
+            state = peer.state_dict()
+            if pretrainedmodels.pretrained_settings[peer_name][tag]["input_space"] == "BGR":
+                # The Caffe ports read BGR; archlab feeds RGB, so the first convolution
+                # reads its input channels in the other order (pretrained_cfg's statistics
+                # are turned round to match, models/pretrained_cfg.py).
+                first = next(k for k, v in state.items() if v.ndim == 4)
+                state[first] = state[first].flip(1)
+            return state, source
     except (OSError, ConnectionError) as e:  # URLError is an OSError
         raise _offline_error(spec, e) from None
     raise ValueError(f"unknown weights source in {spec!r}")
