@@ -1,9 +1,10 @@
 """The `archlab` command. Each subcommand parses its arguments, calls the API and prints.
 
 One module per group of commands: models (models, info, convert), calc, bench, train
-(train, lr-find, eval, predict), export, explain, study (compare, report), experiment; recipe_flags
-turns the Recipe's fields into flags. Adding a subcommand: write `cmd_NAME(args) -> int` and `_parser_NAME(sub)`
-in its group's module and call the parser builder from that module's `add_commands`.
+(train, lr-find, eval, predict), export, explain, study (compare, report), experiment;
+recipe_flags turns the Recipe's fields into flags. Adding a subcommand: write
+`cmd_NAME(args) -> int` and `_parser_NAME(sub)` in its group's module and call the parser
+builder from that module's `add_commands`.
 """
 from __future__ import annotations
 

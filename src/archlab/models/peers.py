@@ -1,6 +1,7 @@
 """The same architecture in a peer library (torchvision, timm, efficientnet-pytorch,
 pretrainedmodels), built with random weights: what the parity tests compare logits with and
-`archlab bench` times archlab against. The peers are optional: `pip install 'archlab[test]'` brings them.
+`archlab bench` times archlab against. The peers are optional: `pip install 'archlab[test]'`
+brings them.
 
 A family whose peer needs constructor arguments to be the same network as archlab's
 registered variant names them in PEER_KWARGS; archlab-side overrides go in OURS_KWARGS.
