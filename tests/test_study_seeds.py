@@ -56,7 +56,8 @@ def _dry_run_seeds(capsys, *args: str) -> list[int]:
     assert main(["compare", *args, "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     header = next(i for i, ln in enumerate(lines) if ln.startswith("label"))
-    return sorted({int(ln.split()[-3]) for ln in lines[header + 2:] if ln.strip()})
+    # label (may hold spaces), model, seed, weights, status, run: the seed is 4th from the end
+    return sorted({int(ln.split()[-4]) for ln in lines[header + 2:] if ln.strip()})
 
 
 def test_cli_seeds_count_and_list(tmp_path, capsys):

@@ -434,13 +434,14 @@ class InceptionResNetV2(_InceptionNet):
 # Registered variants
 # --------------------------------------------------------------------------------------
 
-_TF = dict(input_size=299, mean=INCEPTION_MEAN, std=INCEPTION_STD)
+# TF-slim's weights as timm evaluates them: [-1, 1] inputs, bicubic resizing.
+_TF = dict(input_size=299, mean=INCEPTION_MEAN, std=INCEPTION_STD, interpolation="bicubic")
 
 register_model("inception_v4", InceptionV4, paper=INCEPTION_V4, params=42_679_816,
                params_source="timm", peers={"timm": "inception_v4"}, **_TF)
 register_model("inception_resnet_v2", InceptionResNetV2, paper=INCEPTION_V4,
                params=55_843_464, params_source="timm", peers={"timm": "inception_resnet_v2"},
-               **_TF,
+               **_TF, crop_pct=0.8975,
                idea="Inception modules made residual: each block's branches are concatenated, "
                     "widened back by a 1×1 convolution, scaled down (0.1-0.3) and added to "
                     "its input, which keeps very wide residual networks from dying early in "

@@ -256,10 +256,17 @@ _Y = {
 }
 
 
+# Weights only timm has are evaluated as timm evaluates them: bicubic, and for these a
+# larger centre crop than 0.875.
+_TIMM_CROP = {"regnety_080": 0.95}
+
+
 def _register(name: str, row: tuple, se_ratio: float) -> None:
     label, w0, wa, wm, depth, group_width, params, tv_name = row
     kind = "Y" if se_ratio else "X"
     peers = {"timm": name, **({"torchvision": tv_name} if tv_name else {})}
+    view = {} if tv_name else dict(interpolation="bicubic",
+                                   crop_pct=_TIMM_CROP.get(name, 0.875))
     teacher = " DeiT's teacher (82.9% top-1 in 2012.12877)." if name == "regnety_160" else ""
     se = ", with squeeze-excitation (1/4 of each block's input width)" if se_ratio else ""
     register_model(
@@ -267,7 +274,7 @@ def _register(name: str, row: tuple, se_ratio: float) -> None:
         idea=f"RegNet{kind}-{label}: the paper's {kind} network for {label} of "
              f"multiply-adds at 224 px, generated from depth {depth}, w0={w0}, wa={wa}, "
              f"wm={wm} and group width {group_width}{se}.{teacher}",
-        w0=w0, wa=wa, wm=wm, depth=depth, group_width=group_width, se_ratio=se_ratio)
+        w0=w0, wa=wa, wm=wm, depth=depth, group_width=group_width, se_ratio=se_ratio, **view)
 
 
 for _name, _row in _X.items():

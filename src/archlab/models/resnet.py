@@ -638,7 +638,8 @@ _register("wide_resnet50_2", WIDE, params=68_883_240, params_source=_TV,
 # (as ResNeXt's own release does); both pool the stem Caffe's way. Same counts as timm's
 # seresnet/seresnext. (timm's port adds dropout 0.2 before the classifier; the release and
 # pretrainedmodels have none.)
-_LEGACY = dict(attn="se", stem_pool="ceil", params_source="timm")
+# The Caffe release is evaluated as pretrainedmodels (and timm's legacy_) do: bilinear.
+_LEGACY = dict(attn="se", stem_pool="ceil", params_source="timm", interpolation="bilinear")
 for _depth, _cfg, _count in ((50, _R50, 28_088_024), (101, _R101, 49_326_872),
                              (152, _R152, 66_821_848)):
     _register(f"legacy_seresnet{_depth}", SENET, params=_count,
