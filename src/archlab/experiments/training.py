@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from archlab.experiments.base import Context
-from archlab.study import Run, compare, parse_protocol
+from archlab.study import Run, compare, parse_protocol, plan
 
 
 def seeds_for(ctx: Context, settings: Mapping[str, Mapping[str, Any]]) -> list[int]:
@@ -29,8 +29,13 @@ def train_study(name: str, protocol: dict[str, Any], ctx: Context) -> list[Run]:
     failed stops the experiment: a verdict over the runs that happened to succeed could
     say anything."""
     proto = parse_protocol(protocol, source=f"experiment {name}", default_name=name)
-    result = compare(proto, study=ctx.out_dir / name / "study", jobs=ctx.jobs,
-                     device=ctx.device, root=ctx.root, verbose=ctx.verbose, progress=False)
+    study = ctx.out_dir / name / "study"
+    # A study already finished and reported is read, not reported again: its plots are most
+    # of the cost of running an experiment a second time.
+    reported = (study / "report.html").exists() and all(
+        r["status"] == "done" for r in plan(proto, study))
+    result = compare(proto, study=study, jobs=ctx.jobs, device=ctx.device, root=ctx.root,
+                     verbose=ctx.verbose, progress=False, report=not reported)
     unfinished = [f"{r.label} seed {r.seed}: {r.status}" + (f" ({r.error})" if r.error else "")
                   for r in result.runs if r.status != "done"]
     if unfinished:
