@@ -41,6 +41,10 @@ FAMILIES = {
     "vit": ("vit_tiny_patch4_32", {}),
     "deit": ("deit_tiny_distilled_patch4_32", {}),
     "convnext": ("convnext_tiny", dict(small_input=True)),
+    "bn_inception": ("bn_inception", dict(small_input=True)),
+    "inception_v4": ("inception_v4", dict(small_input=True)),
+    "inception_resnet_v2": ("inception_resnet_v2", dict(small_input=True)),
+    "regnet": ("regnety_004", dict(small_input=True)),
 }
 
 
