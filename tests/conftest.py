@@ -20,6 +20,18 @@ def isolated(tmp_path, monkeypatch):
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of small-model tests (`pytestmark =
+    pytest.mark.usefixtures("one_torch_thread")`): two threads on two cores shared with the
+    other pytest-xdist worker run several times slower (3x measured on the models' common
+    tests, up to 20x on explain's)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def digits():
     """scikit-learn's 1,797 8x8 digits."""

@@ -25,13 +25,7 @@ pytest.importorskip("matplotlib")
 ex = importlib.import_module("archlab.explain")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two threads on two cores shared with other jobs run 20x slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _recipe(**kw):

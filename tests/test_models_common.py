@@ -5,8 +5,6 @@ whose state dict was converted; forward and backward at a small size; the model 
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -15,21 +13,9 @@ from archlab.models.weights import load_state_dict
 from peers import (OURS_KWARGS, PEER_INPUT_SIZE, build_peer, calibrate_norms, count_params,
                    logits_close, randomize_norms)
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ALL = archlab.list_models()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models on small inputs, under pytest-xdist beside another worker: one torch
-    thread here is ~3x faster on 2 cores than two threads contending with the other
-    worker's (measured on the forward and backward test)."""
-    threads = torch.get_num_threads()
-    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-        torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 WITH_PEERS = [(n, src) for n in ALL for src in archlab.model_card(n).peers]
 
 
