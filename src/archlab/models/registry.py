@@ -202,8 +202,7 @@ def _weights_cfg(model: Any, cfg: dict, pretrained: str, report: Any) -> dict:
     """The preprocessing the loaded weights expect: the named peer weights' own, the file's
     record, else the card's; ImageNet's class names for a peer's 1000-class head."""
     named = named_source(pretrained)
-    if (named and named[0] in ("torchvision", "timm", "pretrainedmodels")
-            and named[0] in model.card.peers):
+    if named and named[0] in model.card.peers:   # peer_cfg knows each peer's own view
         recorded = peer_cfg(named[0], model.card.peers[named[0]], named[1], cfg)
     else:
         recorded = cfg_from_metadata(report.metadata)
