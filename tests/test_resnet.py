@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import archlab
@@ -91,6 +92,19 @@ def test_zero_pad_shortcut_by_hand():
     assert out.shape == (2, 32, 4, 4)
     assert torch.equal(out[:, :16], x[:, :, ::2, ::2])
     assert not out[:, 16:].any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_zero_pad_shortcut_keeps_channels_last_in_backward(dtype):
+    """The gradient equals slicing's, exactly, and stays channels_last: a contiguous one
+    sends every ReLU backward after it down PyTorch's slow mixed-layout path."""
+    x = torch.randn(2, 16, 8, 8, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    g = torch.randn(2, 32, 4, 4, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    ZeroPadShortcut(32, 2)(a).backward(g)
+    F.pad(b[:, :, ::2, ::2], (0, 0, 0, 0, 0, 16)).backward(g)
+    assert torch.equal(a.grad, b.grad)
+    assert a.grad.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_plain_block_never_adds_its_input():

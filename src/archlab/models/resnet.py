@@ -112,7 +112,14 @@ class ZeroPadShortcut(nn.Module):
         self.out_chs, self.stride = out_chs, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, ::self.stride, ::self.stride]
+        if self.stride > 1:
+            # x[:, :, ::s, ::s] selects the same pixels, but its backward scatters into a
+            # new contiguous tensor: a channels_last network then adds a contiguous gradient
+            # to a channels_last one and every ReLU backward after it takes PyTorch's slow
+            # mixed-layout path (1.5 ms against 0.3 ms a call on Fashion-MNIST's 28 px
+            # ResNet, a fifth of its training step on 2 Xeon cores). A 1x1 average pool with
+            # the stride picks the same pixels, exactly, and its backward keeps the layout.
+            x = F.avg_pool2d(x, 1, self.stride)
         return F.pad(x, (0, 0, 0, 0, 0, self.out_chs - x.shape[1]))
 
     def extra_repr(self) -> str:
