@@ -362,7 +362,21 @@ def test_eval_pipeline_normalises_and_resizes():
     assert out.shape == (2, 1, 16, 16)
 
 
-@pytest.mark.parametrize("preset", ["none", "basic", "alexnet", "rrc", "randaugment"])
+def test_flip_preset_only_mirrors():
+    """`flip`: every image is itself or its mirror image, never shifted; `none` leaves all."""
+    x = (_batch(n=64) * 255).to(torch.uint8)
+    y = torch.zeros(64, dtype=torch.long)
+    plain, _ = BatchPipeline(16, [0.0], [1.0])(x, y)
+    g = torch.Generator().manual_seed(0)
+    out, _ = BatchPipeline(16, [0.0], [1.0], Augment("flip"))(x, y, g)
+    flipped = [torch.equal(o, p.flip(-1)) for o, p in zip(out, plain)]
+    assert all(f or torch.equal(o, p) for f, o, p in zip(flipped, out, plain))
+    assert 16 < sum(flipped) < 48
+    same, _ = BatchPipeline(16, [0.0], [1.0], Augment("none"))(x, y, torch.Generator())
+    assert torch.equal(same, plain)
+
+
+@pytest.mark.parametrize("preset", ["none", "flip", "basic", "alexnet", "rrc", "randaugment"])
 def test_file_transforms_give_the_size_asked(preset):
     img = Image.new("RGB", (50, 37), (10, 20, 30))
     out = file_transform(Augment(preset), 24)(img)
