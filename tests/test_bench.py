@@ -111,6 +111,28 @@ def test_a_cpu_without_bf16_units_never_gets_bf16(monkeypatch):
     assert speed.precisions_for(cpu) == ["fp32", "bf16"]
 
 
+@pytest.mark.parametrize("compiled_ms, kept", [(60.0, False), (30.0, True)])
+def test_compiling_must_beat_the_eager_step_timed_before_it(monkeypatch, compiled_ms, kept):
+    """The eager step timed beside the compiled one can be slowed by the compiling itself:
+    the decision takes the faster of the two eager timings."""
+    calls = []
+
+    def fake_interleaved(steps, device, **kw):
+        calls.append(len(steps))
+        if len(calls) == 1:                    # the eager candidates, before any compiling
+            return [speed.Timing(0.1, [0.040] * 3) for _ in steps]
+        return [speed.Timing(0.1, [0.070] * 3), speed.Timing(1.0, [compiled_ms / 1e3] * 3)]
+
+    monkeypatch.setattr(speed, "can_compile", lambda device: True)
+    monkeypatch.setattr(torch, "compile", lambda model: model)
+    monkeypatch.setattr(speed, "interleaved", fake_interleaved)
+    model = archlab.create_model("resnet20", num_classes=10)
+    choice = choose(model, 8, 16, torch.device("cpu"), "train", "fp32", None, False, None,
+                    run_steps=10**6, rounds=1)
+    assert calls == [2, 2] and choice.settings.compile is kept
+    assert choice.step_s["compiled" if kept else "fp32"] == min(choice.step_s.values())
+
+
 def test_compiling_is_tried_only_for_a_long_run(monkeypatch):
     compiled = []
 
