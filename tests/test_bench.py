@@ -113,8 +113,8 @@ def test_a_cpu_without_bf16_units_never_gets_bf16(monkeypatch):
 
 @pytest.mark.parametrize("compiled_ms, kept", [(60.0, False), (30.0, True)])
 def test_compiling_must_beat_the_eager_step_timed_before_it(monkeypatch, compiled_ms, kept):
-    """The eager step timed beside the compiled one can be slowed by the compiling itself:
-    the decision takes the faster of the two eager timings."""
+    """An eager step timed beside the compiled one can come out slow (a CPU's speed
+    drifts): the decision takes the faster of the two eager timings."""
     calls = []
 
     def fake_interleaved(steps, device, **kw):
