@@ -91,6 +91,7 @@ class Curve:
 
     def __init__(self, data, start: float, tta: list[str]) -> None:
         self.data, self.start, self.tta, self.excluded, self.rows = data, start, tta, 0.0, []
+        self.correct: np.ndarray | None = None   # per image, after the latest epoch
 
     def on_epoch_end(self, trainer, row) -> None:
         wall = time.perf_counter() - self.start - self.excluded
