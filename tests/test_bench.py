@@ -1,8 +1,10 @@
-"""Speed: batch norm folded exactly, depthwise layers kept in fp32 under bf16, the settings
+"""Speed: batch norm folded exactly, depthwise layers kept in fp32 under bf16, 1x1
+convolutions computed as matrix products with the convolution's gradients, the settings
 chosen and recorded (a CPU without bf16 units gets fp32), the interleaved timing and its
 ratio, and `archlab bench` against a peer with timm's columns. No test asserts a speed."""
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -64,6 +66,54 @@ def test_depthwise_layers_compute_in_fp32_under_bf16_with_the_same_keys():
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
         assert dw(x).dtype == torch.float32
         assert plain(torch.randn(1, plain.in_channels, 8, 8)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("stride, bias", [(1, False), (2, True)])
+def test_a_pointwise_convolution_as_a_matrix_product_gives_the_convolutions_gradients(
+        stride, bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 5, 1, stride=stride, bias=bias)
+    fast = speed.pointwise_as_matmul(nn.Sequential(copy.deepcopy(conv)))[0]
+    assert type(fast) is speed.PointwiseMatmulConv2d
+    assert list(fast.state_dict()) == list(conv.state_dict())
+    x = torch.randn(3, 6, 7, 7).contiguous(memory_format=torch.channels_last)
+    outs, grads = [], []
+    for m in (conv, fast):
+        xi = x.clone().requires_grad_()
+        y = m(xi)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        outs.append(y)
+        grads.append([xi.grad] + [p.grad for p in m.parameters()])
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads[1], grads[0]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # The layout carries through, forward and backward (a contiguous gradient would send
+    # the elementwise backward kernels before it down their slow mixed-layout path).
+    assert outs[1].is_contiguous(memory_format=torch.channels_last)
+    assert grads[1][0].is_contiguous(memory_format=torch.channels_last)
+    contiguous = x.contiguous()             # any other layout takes the convolution
+    torch.testing.assert_close(fast(contiguous), conv(contiguous))
+
+
+def test_channels_last_on_a_cpu_computes_the_1x1_convolutions_as_matrix_products():
+    def pointwise(model):
+        return sum(isinstance(m, speed.PointwiseMatmulConv2d) for m in model.modules())
+
+    model = archlab.create_model("resnet18", num_classes=10)
+    Settings("fp32").prepare(model, "train")
+    assert pointwise(model) == 0
+    Settings("fp32", channels_last=True).prepare(model, "train")
+    # resnet18's three downsampling shortcuts; its 3x3 and 7x7 convolutions are left alone.
+    assert pointwise(model) == 3
+    assert all(m.kernel_size == (1, 1) for m in model.modules()
+               if isinstance(m, speed.PointwiseMatmulConv2d))
+    x = torch.randn(2, 3, 32, 32)
+    run = Settings("bf16", channels_last=True, fuse_bn=True).prepare(
+        archlab.create_model("mobilenet_v2_100", num_classes=10).eval(), "infer", x)
+    # 16 expansions, 17 projections and the 1x1 head convolution, batch norms folded in.
+    assert pointwise(run) == 34
+    with torch.no_grad(), speed.autocast("cpu", "bf16"):
+        assert run(Settings(channels_last=True).layout(x)).dtype == torch.bfloat16
 
 
 def test_inference_settings_leave_the_callers_model_alone():

@@ -135,9 +135,10 @@ class Settings:
 
     def prepare(self, model: nn.Module, mode: str, example: torch.Tensor | None = None
                 ) -> nn.Module:
-        """`model` made ready to run in these settings: laid out channels_last, depthwise
-        layers kept in fp32 under autocast on a CPU, batch norms folded (inference; checked
-        on `example`), compiled. Training changes the caller's module in place (the
+        """`model` made ready to run in these settings: laid out channels_last (on a CPU
+        with its 1x1 convolutions computed as matrix products), depthwise layers kept in
+        fp32 under autocast on a CPU, batch norms folded (inference; checked on
+        `example`), compiled. Training changes the caller's module in place (the
         optimizer keeps its parameters); inference works on a copy."""
         if mode == "infer" and (self.channels_last or self.fuse_bn or self.precision != "fp32"):
             model = copy.deepcopy(model)
@@ -151,6 +152,8 @@ class Settings:
             model = fold_batchnorm(model, self.layout(example), inplace=True)
             if self.channels_last:  # the folded weights are new tensors
                 model.to(memory_format=torch.channels_last)
+        if self.channels_last and _device_type(model) == "cpu":
+            pointwise_as_matmul(model)
         return torch.compile(model) if self.compile else model
 
 
@@ -192,6 +195,40 @@ def depthwise_in_fp32(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if type(m) is nn.Conv2d and m.groups > 1 and m.groups == m.in_channels:
             m.__class__ = Float32DepthwiseConv2d
+    return model
+
+
+class PointwiseMatmulConv2d(nn.Conv2d):
+    """A 1x1 convolution computed as a matrix product over the channels of a channels_last
+    map (the same weights and state-dict keys: `pointwise_as_matmul` swaps the class of an
+    existing module). Any other input takes the convolution.
+
+    In channels_last a map is already a (pixels, channels) matrix, so the permutes cost
+    nothing, and the product and its two gradients run as plain matrix products, which
+    oneDNN makes faster on a CPU than its 1x1 convolution kernels, most of all in the
+    backward. On 2 Xeon cores with AMX, batch 32 at 64 px, one training step against the
+    same network's convolutions, interleaved (benchmarks/pointwise_matmul.py): ResNet-50
+    1.29x faster in bf16 and 1.16x in fp32, ResNeXt-50 1.63x, EfficientNetV2-S 1.38x,
+    MobileNet v1 1.27x (bf16); inference 1.1-1.3x."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or not x.is_contiguous(memory_format=torch.channels_last):
+            return super().forward(x)
+        if self.stride != (1, 1):
+            # The same pixels as slicing ::stride, but the layout (and so its gradient's,
+            # which slicing's backward would build contiguous) stays channels_last.
+            x = F.avg_pool2d(x, 1, self.stride)
+        y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
+        return y.permute(0, 3, 1, 2)
+
+
+def pointwise_as_matmul(model: nn.Module) -> nn.Module:
+    """Compute every plain 1x1 nn.Conv2d of `model` (no padding, no groups) as a matrix
+    product when its input is channels_last (in place)."""
+    for m in model.modules():
+        if (type(m) is nn.Conv2d and m.kernel_size == (1, 1) and m.groups == 1
+                and m.padding in ((0, 0), "valid")):
+            m.__class__ = PointwiseMatmulConv2d
     return model
 
 
