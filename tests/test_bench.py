@@ -1,5 +1,5 @@
-"""Speed: batch norm folded exactly, depthwise layers kept in fp32 under bf16, 1x1
-convolutions computed as matrix products with the convolution's gradients, the settings
+"""Speed: batch norm folded exactly, depthwise layers kept in fp32 under bf16, 1x1 and
+patchify convolutions computed as matrix products with the convolution's gradients, the settings
 chosen and recorded (a CPU without bf16 units gets fp32), the interleaved timing and its
 ratio, and `archlab bench` against a peer with timm's columns. No test asserts a speed."""
 from __future__ import annotations
@@ -68,15 +68,17 @@ def test_depthwise_layers_compute_in_fp32_under_bf16_with_the_same_keys():
         assert plain(torch.randn(1, plain.in_channels, 8, 8)).dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("stride, bias", [(1, False), (2, True)])
-def test_a_pointwise_convolution_as_a_matrix_product_gives_the_convolutions_gradients(
-        stride, bias):
+@pytest.mark.parametrize("kernel, stride, bias, side", [
+    (1, 1, False, 7), (1, 2, True, 7),     # pointwise, and a ResNet's strided shortcut
+    (4, 4, True, 17), (2, 2, False, 8)])   # patchify: ConvNeXt's stem (with a remainder)
+def test_a_convolution_as_a_matrix_product_gives_the_convolutions_gradients(
+        kernel, stride, bias, side):
     torch.manual_seed(0)
-    conv = nn.Conv2d(6, 5, 1, stride=stride, bias=bias)
-    fast = speed.pointwise_as_matmul(nn.Sequential(copy.deepcopy(conv)))[0]
-    assert type(fast) is speed.PointwiseMatmulConv2d
+    conv = nn.Conv2d(6, 5, kernel, stride=stride, bias=bias)
+    fast = speed.convolutions_as_matmul(nn.Sequential(copy.deepcopy(conv)))[0]
+    assert type(fast) is speed.MatmulConv2d
     assert list(fast.state_dict()) == list(conv.state_dict())
-    x = torch.randn(3, 6, 7, 7).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(3, 6, side, side).contiguous(memory_format=torch.channels_last)
     outs, grads = [], []
     for m in (conv, fast):
         xi = x.clone().requires_grad_()
@@ -95,9 +97,16 @@ def test_a_pointwise_convolution_as_a_matrix_product_gives_the_convolutions_grad
     torch.testing.assert_close(fast(contiguous), conv(contiguous))
 
 
-def test_channels_last_on_a_cpu_computes_the_1x1_convolutions_as_matrix_products():
+def test_only_pointwise_and_patchify_convolutions_become_matrix_products():
+    layers = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 1, groups=2),
+                           nn.Conv2d(4, 4, 2, stride=1), nn.Conv2d(4, 4, 1, padding=1))
+    speed.convolutions_as_matmul(layers)
+    assert all(type(m) is nn.Conv2d for m in layers)
+
+
+def test_channels_last_on_a_cpu_computes_1x1_and_patchify_convolutions_as_matrix_products():
     def pointwise(model):
-        return sum(isinstance(m, speed.PointwiseMatmulConv2d) for m in model.modules())
+        return sum(isinstance(m, speed.MatmulConv2d) for m in model.modules())
 
     model = archlab.create_model("resnet18", num_classes=10)
     Settings("fp32").prepare(model, "train")
@@ -106,7 +115,7 @@ def test_channels_last_on_a_cpu_computes_the_1x1_convolutions_as_matrix_products
     # resnet18's three downsampling shortcuts; its 3x3 and 7x7 convolutions are left alone.
     assert pointwise(model) == 3
     assert all(m.kernel_size == (1, 1) for m in model.modules()
-               if isinstance(m, speed.PointwiseMatmulConv2d))
+               if isinstance(m, speed.MatmulConv2d))
     x = torch.randn(2, 3, 32, 32)
     run = Settings("bf16", channels_last=True, fuse_bn=True).prepare(
         archlab.create_model("mobilenet_v2_100", num_classes=10).eval(), "infer", x)
@@ -114,6 +123,9 @@ def test_channels_last_on_a_cpu_computes_the_1x1_convolutions_as_matrix_products
     assert pointwise(run) == 34
     with torch.no_grad(), speed.autocast("cpu", "bf16"):
         assert run(Settings(channels_last=True).layout(x)).dtype == torch.bfloat16
+    vit = archlab.create_model("vit_small_patch16_224", num_classes=10, img_size=32)
+    Settings("fp32", channels_last=True).prepare(vit, "train")
+    assert pointwise(vit) == 1              # the patch embedding
 
 
 def test_inference_settings_leave_the_callers_model_alone():

@@ -136,9 +136,9 @@ class Settings:
     def prepare(self, model: nn.Module, mode: str, example: torch.Tensor | None = None
                 ) -> nn.Module:
         """`model` made ready to run in these settings: laid out channels_last (on a CPU
-        with its 1x1 convolutions computed as matrix products), depthwise layers kept in
-        fp32 under autocast on a CPU, batch norms folded (inference; checked on
-        `example`), compiled. Training changes the caller's module in place (the
+        with its 1x1 and patchify convolutions computed as matrix products), depthwise
+        layers kept in fp32 under autocast on a CPU, batch norms folded (inference; checked
+        on `example`), compiled. Training changes the caller's module in place (the
         optimizer keeps its parameters); inference works on a copy."""
         if mode == "infer" and (self.channels_last or self.fuse_bn or self.precision != "fp32"):
             model = copy.deepcopy(model)
@@ -153,7 +153,7 @@ class Settings:
             if self.channels_last:  # the folded weights are new tensors
                 model.to(memory_format=torch.channels_last)
         if self.channels_last and _device_type(model) == "cpu":
-            pointwise_as_matmul(model)
+            convolutions_as_matmul(model)
         return torch.compile(model) if self.compile else model
 
 
@@ -198,37 +198,52 @@ def depthwise_in_fp32(model: nn.Module) -> nn.Module:
     return model
 
 
-class PointwiseMatmulConv2d(nn.Conv2d):
-    """A 1x1 convolution computed as a matrix product over the channels of a channels_last
-    map (the same weights and state-dict keys: `pointwise_as_matmul` swaps the class of an
-    existing module). Any other input takes the convolution.
+class MatmulConv2d(nn.Conv2d):
+    """A 1x1 convolution, or a patchify one (kernel equal to stride: a ViT's patch
+    embedding, ConvNeXt's stem and downsampling layers), computed as a matrix product over
+    the channels of a channels_last map (the same weights and state-dict keys:
+    `convolutions_as_matmul` swaps the class of an existing module). Any other input takes
+    the convolution.
 
-    In channels_last a map is already a (pixels, channels) matrix, so the permutes cost
-    nothing, and the product and its two gradients run as plain matrix products, which
-    oneDNN makes faster on a CPU than its 1x1 convolution kernels, most of all in the
+    In channels_last a map is already a (pixels, channels) matrix: for a 1x1 layer the
+    permutes cost nothing, and a patchify layer gathers its non-overlapping patches in one
+    copy. The product and its two gradients then run as plain matrix products, which oneDNN
+    makes faster on a CPU than its convolution kernels for these shapes, most of all in the
     backward. On 2 Xeon cores with AMX, batch 32 at 64 px, one training step against the
-    same network's convolutions, interleaved (benchmarks/pointwise_matmul.py): ResNet-50
-    1.29x faster in bf16 and 1.16x in fp32, ResNeXt-50 1.63x, EfficientNetV2-S 1.38x,
-    MobileNet v1 1.27x (bf16); inference 1.1-1.3x."""
+    same network's convolutions, interleaved (benchmarks/conv_matmul.py): ResNet-50 1.21x
+    faster in bf16, ResNeXt-50 1.76x, Xception 1.57x, EfficientNet-B0 1.14x; inference
+    1.0-1.4x."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or not x.is_contiguous(memory_format=torch.channels_last):
             return super().forward(x)
-        if self.stride != (1, 1):
-            # The same pixels as slicing ::stride, but the layout (and so its gradient's,
-            # which slicing's backward would build contiguous) stays channels_last.
-            x = F.avg_pool2d(x, 1, self.stride)
-        y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
-        return y.permute(0, 3, 1, 2)
+        weight = self.weight
+        if self.kernel_size == (1, 1):
+            if self.stride != (1, 1):
+                # The same pixels as slicing ::stride, but the layout (and so its
+                # gradient's, which slicing's backward would build contiguous) is kept.
+                x = F.avg_pool2d(x, 1, self.stride)
+            rows = x.permute(0, 2, 3, 1)                     # (N, H, W, C), a view
+        else:                                                # patches of kernel = stride
+            (kh, kw), (n, c, h, w) = self.kernel_size, x.shape
+            ho, wo = h // kh, w // kw                        # a remainder is dropped
+            rows = (x[:, :, :ho * kh, :wo * kw].permute(0, 2, 3, 1)
+                    .reshape(n, ho, kh, wo, kw, c).transpose(2, 3)
+                    .reshape(n, ho, wo, kh * kw * c))
+            weight = weight.permute(0, 2, 3, 1)              # (out, kh, kw, in), as the rows
+        y = F.linear(rows, weight.flatten(1), self.bias)     # (N, H', W', out)
+        return y.permute(0, 3, 1, 2)                         # NCHW, laid out channels_last
 
 
-def pointwise_as_matmul(model: nn.Module) -> nn.Module:
-    """Compute every plain 1x1 nn.Conv2d of `model` (no padding, no groups) as a matrix
-    product when its input is channels_last (in place)."""
+def convolutions_as_matmul(model: nn.Module) -> nn.Module:
+    """Compute every plain nn.Conv2d of `model` that is 1x1 or patchify (kernel equal to
+    stride), without padding or groups, as a matrix product when its input is
+    channels_last (in place)."""
     for m in model.modules():
-        if (type(m) is nn.Conv2d and m.kernel_size == (1, 1) and m.groups == 1
-                and m.padding in ((0, 0), "valid")):
-            m.__class__ = PointwiseMatmulConv2d
+        if (type(m) is nn.Conv2d and m.groups == 1 and m.dilation == (1, 1)
+                and m.padding in ((0, 0), "valid")
+                and (m.kernel_size == (1, 1) or m.kernel_size == m.stride)):
+            m.__class__ = MatmulConv2d
     return model
 
 

@@ -1,15 +1,16 @@
-"""1x1 convolutions as matrix products against oneDNN's convolutions, on this CPU.
+"""1x1 and patchify convolutions as matrix products against oneDNN's convolutions.
 
-On a CPU, archlab's channels_last setting computes every plain 1x1 convolution as a matrix
-product over the channels (analysis/speed.py, `PointwiseMatmulConv2d`). This script times
-the same network, prepared in the same settings (channels_last, the precision given, batch
-norm folded for inference), with its 1x1 convolutions as matrix products and as the
-convolutions they are, interleaved in one process (A, B, A, B, ...), and prints each ratio
-with its 95% interval over the paired rounds: the figures behind the choice, reproducible
-on another machine. Rows go to benchmarks/results/pointwise_matmul.json.
+On a CPU, archlab's channels_last setting computes every plain 1x1 convolution, and every
+patchify one (kernel equal to stride: a ViT's patch embedding, ConvNeXt's stem and
+downsampling), as a matrix product over the channels (analysis/speed.py, `MatmulConv2d`).
+This script times the same network, prepared in the same settings (channels_last, the
+precision given, batch norm folded for inference), with those layers as matrix products
+and as the convolutions they are, interleaved in one process (A, B, A, B, ...), and prints
+each ratio with its 95% interval over the paired rounds: the figures behind the choice,
+reproducible on another machine. Rows go to benchmarks/results/conv_matmul.json.
 
-    python benchmarks/pointwise_matmul.py                       # the default models, bf16
-    python benchmarks/pointwise_matmul.py --precision fp32 --only resnet50,efficientnet_b0
+    python benchmarks/conv_matmul.py                       # the default models, bf16
+    python benchmarks/conv_matmul.py --precision fp32 --only resnet50,efficientnet_b0
 """
 from __future__ import annotations
 
@@ -24,19 +25,21 @@ import torch
 from torch import nn
 
 import archlab
-from archlab.analysis.speed import (PointwiseMatmulConv2d, Settings, cpu_name, infer_step,
-                                    interleaved, ratio_interval, train_step)
+from archlab.analysis.speed import (MatmulConv2d, Settings, convolutions_as_matmul, cpu_name,
+                                    infer_step, interleaved, ratio_interval, train_step)
 
-# (model, image side): the families whose networks have 1x1 convolutions.
+# (model, image side): the families whose networks have 1x1 or patchify convolutions.
 MODELS = [("resnet50", 64), ("resnext50_32x4d", 64), ("seresnet50", 64), ("xception", 64),
           ("mobilenet_v1_100", 64), ("mobilenet_v2_100", 64), ("efficientnet_b0", 64),
-          ("efficientnet_v2_s", 64), ("googlenet", 64), ("inception_v3_noaux", 96)]
+          ("efficientnet_v2_s", 64), ("googlenet", 64), ("inception_v3_noaux", 96),
+          ("vit_small_patch16_224", 64), ("deit_small_patch16_224", 64),
+          ("convnext_tiny", 64)]
 
 
 def as_convolutions(model: nn.Module) -> nn.Module:
-    """Undo the swap: every 1x1 layer computes as nn.Conv2d again (in place)."""
+    """Undo the swap: every such layer computes as nn.Conv2d again (in place)."""
     for m in model.modules():
-        if type(m) is PointwiseMatmulConv2d:
+        if type(m) is MatmulConv2d:
             m.__class__ = nn.Conv2d
     return model
 
@@ -44,7 +47,7 @@ def as_convolutions(model: nn.Module) -> nn.Module:
 def step(model: nn.Module, settings: Settings, mode: str, batch: int, size: int,
          matmul: bool) -> Callable[[], None]:
     """One training or inference step of `model` in `settings` on a fixed random batch,
-    its 1x1 layers as matrix products or (not `matmul`) as convolutions."""
+    those layers as matrix products or (not `matmul`) as convolutions."""
     g = torch.Generator().manual_seed(0)
     x = settings.layout(torch.randn(batch, 3, size, size, generator=g))
     if mode == "infer":
@@ -66,7 +69,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--round-s", type=float, default=1.0)
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "pointwise_matmul.json"))
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "conv_matmul.json"))
     args = p.parse_args()
     sizes = dict(MODELS)
     names = args.only.split(",") if args.only else [m for m, _ in MODELS]
@@ -79,7 +82,8 @@ def main() -> None:
         size = sizes.get(name, 64)
         torch.manual_seed(0)
         model = archlab.create_model(name)
-        layers = sum(type(m) is nn.Conv2d and m.kernel_size == (1, 1) for m in model.modules())
+        layers = sum(isinstance(m, MatmulConv2d)
+                     for m in convolutions_as_matmul(copy.deepcopy(model)).modules())
         for mode in args.modes.split(","):
             s = settings_for[mode]
             steps = [step(copy.deepcopy(model), s, mode, args.batch, size, matmul)
@@ -88,17 +92,17 @@ def main() -> None:
                                      round_s=args.round_s)
             ratio, low, high = ratio_interval(fast, conv)
             row = {"model": name, "img_size": size, "batch": args.batch, "mode": mode,
-                   "settings": s.label(), "pointwise_layers": layers,
+                   "settings": s.label(), "matmul_layers": layers,
                    "matmul_step_ms": fast.median_s * 1e3, "conv_step_ms": conv.median_s * 1e3,
                    "speedup": ratio, "speedup_low": low, "speedup_high": high}
             rows.append(row)
             print(f"{name:20s} {mode:5s} {s.label():28s} matmul {row['matmul_step_ms']:7.1f} ms"
                   f"  conv {row['conv_step_ms']:7.1f} ms  {ratio:.2f}x [{low:.2f}, {high:.2f}]",
                   flush=True)
-    print("\n| model | mode | 1x1 layers | as convolutions | as matrix products | speed-up |")
+    print("\n| model | mode | layers | as convolutions | as matrix products | speed-up |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['mode']} | {r['pointwise_layers']} | "
+        print(f"| {r['model']} | {r['mode']} | {r['matmul_layers']} | "
               f"{r['conv_step_ms']:.1f} ms | {r['matmul_step_ms']:.1f} ms | "
               f"{r['speedup']:.2f}x [{r['speedup_low']:.2f}, {r['speedup_high']:.2f}] |")
     out = Path(args.out)
