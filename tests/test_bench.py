@@ -1,5 +1,6 @@
 """Speed: batch norm folded exactly, depthwise layers kept in fp32 under bf16, 1x1 and
-patchify convolutions computed as matrix products with the convolution's gradients, the settings
+patchify convolutions computed as matrix products with the convolution's gradients,
+inference weights stored in bf16 with autocast's logits, the settings
 chosen and recorded (a CPU without bf16 units gets fp32), the interleaved timing and its
 ratio, and `archlab bench` against a peer with timm's columns. No test asserts a speed."""
 from __future__ import annotations
@@ -19,6 +20,7 @@ from archlab.analysis.bench import append_results, bench_model
 from archlab.analysis.fold import conv_bn_pairs, fold_batchnorm
 from archlab.analysis.speed import Settings, Timing, choose, interleaved, ratio_interval
 from archlab.cli import main
+from archlab.models import list_families, list_models
 from archlab.train import Recipe, fit
 
 from peers import randomize_norms
@@ -126,6 +128,25 @@ def test_channels_last_on_a_cpu_computes_1x1_and_patchify_convolutions_as_matrix
     vit = archlab.create_model("vit_small_patch16_224", num_classes=10, img_size=32)
     Settings("fp32", channels_last=True).prepare(vit, "train")
     assert pointwise(vit) == 1              # the patch embedding
+
+
+@pytest.mark.parametrize("family", list_families())
+def test_inference_weights_stored_in_bf16_give_autocasts_logits(family, monkeypatch):
+    # Autocast would cast the weights to bf16 at every call; cast once ahead, they must be
+    # the same numbers, so the logits are identical (every family's first model, small).
+    torch.manual_seed(0)
+    model = randomize_norms(archlab.create_model(list_models(family=family)[0],
+                                                 small_input=True, num_classes=10)).eval()
+    x = torch.randn(2, getattr(model, "in_chans", 3), 32, 32)
+    s = Settings("bf16", channels_last=True)
+    run = s.prepare(model, "infer", x)
+    weights = [m.weight.dtype for m in run.modules() if type(m) in (nn.Conv2d, nn.Linear)]
+    assert weights and set(weights) == {torch.bfloat16}
+    monkeypatch.setattr(speed, "weights_in", lambda model, dtype: model)
+    autocast_only = s.prepare(model, "infer", x)
+    with torch.no_grad(), s.autocast("cpu"):
+        torch.testing.assert_close(run(s.layout(x)), autocast_only(s.layout(x)),
+                                   rtol=0, atol=0)
 
 
 def test_inference_settings_leave_the_callers_model_alone():
