@@ -203,7 +203,7 @@ def test_compiling_must_beat_the_eager_step_timed_before_it(monkeypatch, compile
     def fake_interleaved(steps, device, **kw):
         calls.append(len(steps))
         if len(calls) == 1:                    # the eager candidates, before any compiling
-            return [speed.Timing(0.1, [0.040] * 3) for _ in steps]
+            return [speed.Timing(0.1, [0.040 + 0.1 * i] * 3) for i in range(len(steps))]
         return [speed.Timing(0.1, [0.070] * 3), speed.Timing(1.0, [compiled_ms / 1e3] * 3)]
 
     monkeypatch.setattr(speed, "can_compile", lambda device: True)
@@ -214,6 +214,38 @@ def test_compiling_must_beat_the_eager_step_timed_before_it(monkeypatch, compile
                     run_steps=10**6, rounds=1)
     assert calls == [2, 2] and choice.settings.compile is kept
     assert choice.step_s["compiled" if kept else "fp32"] == min(choice.step_s.values())
+
+
+@pytest.mark.parametrize("again_ms, chosen", [((50.0, 30.0), "channels_last"),
+                                              ((30.0, 50.0), "fp32")])
+def test_the_two_closest_candidates_are_timed_again(monkeypatch, again_ms, chosen):
+    calls = []
+
+    def fake_interleaved(steps, device, **kw):
+        calls.append((len(steps), kw["rounds"]))
+        if len(calls) == 1:                    # fp32 first by 5%: too close to call
+            return [speed.Timing(0.1, [0.040] * 3), speed.Timing(0.1, [0.042] * 3)]
+        return [speed.Timing(0.1, [ms / 1e3] * 6) for ms in again_ms]
+
+    monkeypatch.setattr(speed, "interleaved", fake_interleaved)
+    model = archlab.create_model("resnet20", num_classes=10)
+    choice = choose(model, 8, 16, torch.device("cpu"), "train", "fp32", None, rounds=3)
+    assert calls == [(2, 3), (2, 6)] and choice.settings.label() == chosen
+    assert choice.step_s == {"fp32": again_ms[0] / 1e3, "channels_last": again_ms[1] / 1e3}
+    assert "timed again" in choice.reason
+
+
+def test_a_clear_winner_is_not_timed_again(monkeypatch):
+    calls = []
+
+    def fake_interleaved(steps, device, **kw):
+        calls.append(len(steps))
+        return [speed.Timing(0.1, [0.040] * 3), speed.Timing(0.1, [0.060] * 3)]
+
+    monkeypatch.setattr(speed, "interleaved", fake_interleaved)
+    model = archlab.create_model("resnet20", num_classes=10)
+    choice = choose(model, 8, 16, torch.device("cpu"), "train", "fp32", None, rounds=3)
+    assert calls == [2] and choice.settings.label() == "fp32"
 
 
 def test_compiling_is_tried_only_for_a_long_run(monkeypatch):
