@@ -219,8 +219,8 @@ class MatmulConv2d(nn.Conv2d):
     makes faster on a CPU than its convolution kernels for these shapes, most of all in the
     backward. On 2 Xeon cores with AMX, batch 32 at 64 px, one training step against the
     same network's convolutions, interleaved (benchmarks/conv_matmul.py): ResNet-50 1.21x
-    faster in bf16, ResNeXt-50 1.76x, Xception 1.57x, EfficientNet-B0 1.14x; inference
-    1.0-1.4x."""
+    faster in bf16 (1.17x in fp32), ResNeXt-50 1.61x, Xception 1.53x, EfficientNet-B0
+    1.17x; inference 0.92-1.49x, no interval below 1."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or not x.is_contiguous(memory_format=torch.channels_last):
