@@ -2,7 +2,8 @@
 
 On a CPU, archlab's channels_last setting computes every plain 1x1 convolution, and every
 patchify one (kernel equal to stride: a ViT's patch embedding, ConvNeXt's stem and
-downsampling), as a matrix product over the channels (analysis/speed.py, `MatmulConv2d`).
+downsampling), as a matrix product over the channels (analysis/cpu_layers.py,
+`MatmulConv2d`).
 This script times the same network, prepared in the same settings (channels_last, the
 precision given, batch norm folded for inference), with those layers as matrix products
 and as the convolutions they are, interleaved in one process (A, B, A, B, ...), and prints
@@ -25,8 +26,9 @@ import torch
 from torch import nn
 
 import archlab
-from archlab.analysis.speed import (MatmulConv2d, Settings, convolutions_as_matmul, cpu_name,
-                                    infer_step, interleaved, ratio_interval, train_step)
+from archlab.analysis.cpu_layers import MatmulConv2d, convolutions_as_matmul
+from archlab.analysis.speed import (Settings, cpu_name, infer_step, interleaved, ratio_interval,
+                                    train_step)
 
 # (model, image side): the families whose networks have 1x1 or patchify convolutions.
 MODELS = [("resnet50", 64), ("resnext50_32x4d", 64), ("seresnet50", 64), ("xception", 64),

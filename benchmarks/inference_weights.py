@@ -1,8 +1,8 @@
 """Inference weights stored in bf16 once, against autocast casting them for every batch.
 
 Under bf16, archlab's inference stores the weights of every plain convolution and linear
-layer in bf16 (analysis/speed.py, `weights_in`): the same numbers autocast would make of
-them at every call, so the same logits. This script times the same network, prepared in
+layer in bf16 (analysis/cpu_layers.py, `weights_in`): the same numbers autocast would make
+of them at every call, so the same logits. This script times the same network, prepared in
 the same settings (bf16, batch norm folded, channels_last unless told otherwise), with its
 weights stored in bf16 and left in fp32 for autocast, interleaved in one process, and
 prints each ratio with its 95% interval over the paired rounds. Rows go to
@@ -50,6 +50,7 @@ def main() -> None:
         x = s.layout(torch.randn(args.batch, 3, args.img_size, args.img_size))
         stored = s.prepare(model, "infer", x[:2])
         cast = speed.weights_in
+        # Settings.prepare looks weights_in up in speed's namespace.
         speed.weights_in = lambda model, dtype: model      # autocast casts, every batch
         try:
             autocast_only = s.prepare(model, "infer", x[:2])

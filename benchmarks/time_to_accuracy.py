@@ -5,10 +5,10 @@ the budget (a calibration right before it times the setup and one whole epoch wi
 validation, and the one-cycle schedule is laid over the epochs that fit with 10% to spare),
 trains, and evaluates the 10,000 test images after every epoch. It reports the test
 accuracy at the end of each budget, the time at which the test accuracy first reached each
-target (90% to 94.5%) along the run, the training throughput, the share of the step time spent in the data pipeline, and the
-memory the training images take. `--tta flip` also reports every evaluation with the mirror
-image's prediction averaged in (test-time augmentation: twice the inference, none of the
-training).
+target (90% to 94.5%) along the run, the training throughput, the share of the step time
+spent in the data pipeline, and the memory the training images take. `--tta flip` also
+reports every evaluation with the mirror image's prediction averaged in (test-time
+augmentation: twice the inference, none of the training).
 
 A recipe is chosen with `--holdout`: the runs are then evaluated on the recipe's validation
 split (a stratified tenth of the training images, never trained on) and the test images are

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import archlab
-from archlab.analysis import speed
+from archlab.analysis import cpu_layers, speed
 from archlab.analysis.bench import append_results, bench_model
 from archlab.analysis.fold import conv_bn_pairs, fold_batchnorm
 from archlab.analysis.speed import Settings, Timing, choose, interleaved, ratio_interval
@@ -60,9 +60,9 @@ def test_a_conv_output_read_twice_is_not_folded():
 def test_depthwise_layers_compute_in_fp32_under_bf16_with_the_same_keys():
     model = archlab.create_model("mobilenet_v2_100", num_classes=10)
     keys = list(model.state_dict())
-    speed.depthwise_in_fp32(model)
+    cpu_layers.depthwise_in_fp32(model)
     assert list(model.state_dict()) == keys
-    dw = next(m for m in model.modules() if isinstance(m, speed.Float32DepthwiseConv2d))
+    dw = next(m for m in model.modules() if isinstance(m, cpu_layers.Float32DepthwiseConv2d))
     plain = next(m for m in model.modules() if type(m) is nn.Conv2d and m.groups == 1)
     x = torch.randn(1, dw.in_channels, 8, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
@@ -77,8 +77,8 @@ def test_a_convolution_as_a_matrix_product_gives_the_convolutions_gradients(
         kernel, stride, bias, side):
     torch.manual_seed(0)
     conv = nn.Conv2d(6, 5, kernel, stride=stride, bias=bias)
-    fast = speed.convolutions_as_matmul(nn.Sequential(copy.deepcopy(conv)))[0]
-    assert type(fast) is speed.MatmulConv2d
+    fast = cpu_layers.convolutions_as_matmul(nn.Sequential(copy.deepcopy(conv)))[0]
+    assert type(fast) is cpu_layers.MatmulConv2d
     assert list(fast.state_dict()) == list(conv.state_dict())
     x = torch.randn(3, 6, side, side).contiguous(memory_format=torch.channels_last)
     outs, grads = [], []
@@ -102,13 +102,13 @@ def test_a_convolution_as_a_matrix_product_gives_the_convolutions_gradients(
 def test_only_pointwise_and_patchify_convolutions_become_matrix_products():
     layers = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 1, groups=2),
                            nn.Conv2d(4, 4, 2, stride=1), nn.Conv2d(4, 4, 1, padding=1))
-    speed.convolutions_as_matmul(layers)
+    cpu_layers.convolutions_as_matmul(layers)
     assert all(type(m) is nn.Conv2d for m in layers)
 
 
 def test_channels_last_on_a_cpu_computes_1x1_and_patchify_convolutions_as_matrix_products():
     def pointwise(model):
-        return sum(isinstance(m, speed.MatmulConv2d) for m in model.modules())
+        return sum(isinstance(m, cpu_layers.MatmulConv2d) for m in model.modules())
 
     model = archlab.create_model("resnet18", num_classes=10)
     Settings("fp32").prepare(model, "train")
@@ -117,7 +117,7 @@ def test_channels_last_on_a_cpu_computes_1x1_and_patchify_convolutions_as_matrix
     # resnet18's three downsampling shortcuts; its 3x3 and 7x7 convolutions are left alone.
     assert pointwise(model) == 3
     assert all(m.kernel_size == (1, 1) for m in model.modules()
-               if isinstance(m, speed.MatmulConv2d))
+               if isinstance(m, cpu_layers.MatmulConv2d))
     x = torch.randn(2, 3, 32, 32)
     run = Settings("bf16", channels_last=True, fuse_bn=True).prepare(
         archlab.create_model("mobilenet_v2_100", num_classes=10).eval(), "infer", x)
@@ -142,6 +142,7 @@ def test_inference_weights_stored_in_bf16_give_autocasts_logits(family, monkeypa
     run = s.prepare(model, "infer", x)
     weights = [m.weight.dtype for m in run.modules() if type(m) in (nn.Conv2d, nn.Linear)]
     assert weights and set(weights) == {torch.bfloat16}
+    # Settings.prepare looks weights_in up in speed's namespace.
     monkeypatch.setattr(speed, "weights_in", lambda model, dtype: model)
     autocast_only = s.prepare(model, "infer", x)
     with torch.no_grad(), s.autocast("cpu"):
@@ -154,7 +155,7 @@ def test_inference_settings_leave_the_callers_model_alone():
     s = Settings("bf16", channels_last=True, fuse_bn=True)
     run = s.prepare(model, "infer", torch.randn(2, 3, 32, 32))
     assert run is not model and _norms(model) == 52 and _norms(run) == 0
-    assert not any(isinstance(m, speed.Float32DepthwiseConv2d) for m in model.modules())
+    assert not any(isinstance(m, cpu_layers.Float32DepthwiseConv2d) for m in model.modules())
     conv = next(m for m in run.modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 
