@@ -219,7 +219,7 @@ def test_compiling_must_beat_the_eager_step_timed_before_it(monkeypatch, compile
 
 @pytest.mark.parametrize("again_ms, chosen", [((50.0, 30.0), "channels_last"),
                                               ((30.0, 50.0), "fp32")])
-def test_the_two_closest_candidates_are_timed_again(monkeypatch, again_ms, chosen):
+def test_the_closest_candidates_are_timed_again(monkeypatch, again_ms, chosen):
     calls = []
 
     def fake_interleaved(steps, device, **kw):
@@ -234,6 +234,26 @@ def test_the_two_closest_candidates_are_timed_again(monkeypatch, again_ms, chose
     assert calls == [(2, 3), (2, 6)] and choice.settings.label() == chosen
     assert choice.step_s == {"fp32": again_ms[0] / 1e3, "channels_last": again_ms[1] / 1e3}
     assert "timed again" in choice.reason
+
+
+def test_every_candidate_within_reach_is_timed_again_not_only_two(monkeypatch):
+    timed_again = []
+
+    def fake_interleaved(steps, device, **kw):
+        if not timed_again and kw["rounds"] == 3:
+            # fp32 first, channels_last 5% and bf16 10% behind it: all within 15%;
+            # bf16+channels_last 50% behind: out of reach.
+            return [speed.Timing(0.1, [ms / 1e3] * 3) for ms in (40.0, 42.0, 44.0, 60.0)]
+        timed_again.append(len(steps))
+        return [speed.Timing(0.1, [ms / 1e3] * 6) for ms in (52.0, 53.0, 41.0)]
+
+    monkeypatch.setattr(speed, "interleaved", fake_interleaved)
+    monkeypatch.setattr(speed, "precisions_for", lambda device: ["fp32", "bf16"])
+    model = archlab.create_model("resnet20", num_classes=10)
+    choice = choose(model, 8, 16, torch.device("cpu"), "train", "auto", None, rounds=3)
+    assert timed_again == [3]
+    assert choice.settings.label() == "bf16"
+    assert choice.step_s["bf16+channels_last"] == 0.060    # from the first timing
 
 
 def test_a_clear_winner_is_not_timed_again(monkeypatch):
