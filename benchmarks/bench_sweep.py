@@ -12,6 +12,11 @@ file (the README's) is printed.
     python benchmarks/bench_sweep.py                    # all, ~40 min on 2 Xeon cores
     python benchmarks/bench_sweep.py --only resnet50,efficientnet_b0   # add or redo these
     python benchmarks/bench_sweep.py --table            # the table of what was measured
+    python benchmarks/bench_sweep.py --device cuda --img-size 224 --batch 128 \
+        --precision bf16 --channels-last --compile --out gpu.csv    # a GPU's sweep
+
+`--img-size` sets every model's side (Inception v3 keeps at least 96 px); the settings
+flags fix what `archlab bench` would otherwise choose by measurement.
 """
 from __future__ import annotations
 
@@ -86,13 +91,21 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--round-seconds", type=float, default=0.4)
     p.add_argument("--out", default="benchmarks/results/bench_sweep.csv")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--img-size", type=int, help="every model's side instead of the sweep's")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help="channels_last for every network (default: measured)")
+    p.add_argument("--compile", action="store_true", help="torch.compile archlab's network "
+                                                          "and the peer's in archlab's settings")
+    p.add_argument("--modes", default="train,infer")
     p.add_argument("--table", action="store_true", help="print the table of --out and stop")
     args = p.parse_args()
     out = Path(args.out)
     if args.table:
         print(table(read_rows(out)))
         return
-    device = torch.device("cpu")
+    device = torch.device(args.device)
     chosen = [s for s in SWEEP if not args.only or s[0] in args.only.split(",")]
     if out.exists():
         # A whole sweep replaces the last one; --only replaces those models' rows.
@@ -105,9 +118,13 @@ def main() -> None:
     peaks = machine_peaks(device, precisions_for(device))
     rows, t0 = [], time.perf_counter()
     for name, peer, size in chosen:
+        if args.img_size:
+            size = max(args.img_size, size if name.startswith("inception") else 0)
         try:
             new = bench_model(name, vs=peer, peer_settings="both", batch=args.batch,
-                              img_size=size, device=device, rounds=args.rounds,
+                              modes=args.modes.split(","), img_size=size, device=device,
+                              precision=args.precision, channels_last=args.channels_last,
+                              compile=args.compile, rounds=args.rounds,
                               round_s=args.round_seconds, peaks=peaks)
         except Exception as e:          # one model's failure must not lose the others
             print(f"{name}: {type(e).__name__}: {e}", flush=True)
