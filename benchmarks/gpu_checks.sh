@@ -43,7 +43,7 @@ left() { echo $(( TOTAL - (SECONDS - start) )); }
 stage() {   # stage NAME LIMIT_S COMMAND...: run it under the smaller of its limit and what is left
     local name=$1 limit=$2; shift 2
     local t=$(( $(left) < limit ? $(left) : limit ))
-    if (( t < 20 )); then echo "== $name: skipped, ${t} s left"; return; fi
+    if (( t < 20 )); then echo "== $name: skipped, ${t} s left" | tee -a "$OUT/log.txt"; return; fi
     echo "== $name (at most $t s)" | tee -a "$OUT/log.txt"
     timeout "$t" "$@" 2>&1 | tee -a "$OUT/log.txt"
     echo "== $name: exit ${PIPESTATUS[0]} after $(( SECONDS - start )) s in all" \
