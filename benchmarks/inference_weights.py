@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 import archlab
-from archlab.analysis import speed
 from archlab.analysis.speed import Settings, cpu_name, infer_step, interleaved, ratio_interval
 
 MODELS = ["alexnet", "vgg16_bn", "resnet50", "efficientnet_b0", "vit_small_patch16_224",
@@ -49,13 +48,7 @@ def main() -> None:
         model = archlab.create_model(name).eval()
         x = s.layout(torch.randn(args.batch, 3, args.img_size, args.img_size))
         stored = s.prepare(model, "infer", x[:2])
-        cast = speed.weights_in
-        # Settings.prepare looks weights_in up in speed's namespace.
-        speed.weights_in = lambda model, dtype: model      # autocast casts, every batch
-        try:
-            autocast_only = s.prepare(model, "infer", x[:2])
-        finally:
-            speed.weights_in = cast
+        autocast_only = s.prepare(model, "infer", x[:2], store_weights=False)
         fast, slow = interleaved([lambda: infer_step(stored, s, x),
                                   lambda: infer_step(autocast_only, s, x)],
                                  torch.device("cpu"), rounds=args.rounds, round_s=args.round_s)

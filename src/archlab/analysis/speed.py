@@ -139,14 +139,15 @@ class Settings:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def prepare(self, model: nn.Module, mode: str, example: torch.Tensor | None = None
-                ) -> nn.Module:
+    def prepare(self, model: nn.Module, mode: str, example: torch.Tensor | None = None,
+                store_weights: bool = True) -> nn.Module:
         """`model` made ready to run in these settings: laid out channels_last (on a CPU
         with its 1x1 and patchify convolutions computed as matrix products), depthwise
         layers kept in fp32 under autocast on a CPU, batch norms folded (inference; checked
         on `example`), the convolutions' and linear layers' weights stored in the autocast
-        precision (inference), compiled. Training changes the caller's module in place (the
-        optimizer keeps its parameters); inference works on a copy."""
+        precision (inference; `store_weights=False` leaves them for autocast to cast, to
+        measure what that costs), compiled. Training changes the caller's module in place
+        (the optimizer keeps its parameters); inference works on a copy."""
         if mode == "infer" and (self.channels_last or self.fuse_bn or self.precision != "fp32"):
             model = copy.deepcopy(model)
         if self.channels_last:
@@ -161,7 +162,7 @@ class Settings:
                 model.to(memory_format=torch.channels_last)
         if self.channels_last and _device_type(model) == "cpu":
             convolutions_as_matmul(model)
-        if mode == "infer" and self.precision != "fp32":
+        if mode == "infer" and self.precision != "fp32" and store_weights:
             weights_in(model, DTYPES[self.precision])
         return torch.compile(model) if self.compile else model
 
@@ -471,13 +472,11 @@ def choose(model: nn.Module, batch: int, img_size: int, device: torch.device, mo
         reason = "fastest measured" if len(options) > 1 else "nothing left to choose"
         close = [s for s, t in ranked if t.median_s < (1 + CLOSE) * timing.median_s]
         if len(close) > 1:
-            # Too close to call in a few short rounds: those are timed again, longer, and
-            # together. On 2 Xeon cores a GoogLeNet's fp32 channels_last training step came
-            # out 9% faster than its bf16 one in three rounds; in two whole benchmarks the
-            # fp32 one ran 1.40x the peer's defaults and the bf16 one 1.74x. All of them,
-            # not the first two: AlexNet's two fp32 steps, timed again, took 513 and 518 ms
-            # against under 396 the first time, when the bf16 ones left out took 396 and
-            # 408; timings taken apart differ by more than the candidates do.
+            # Too close to call in a few short rounds: all of them are timed again, longer
+            # and together. On 2 Xeon cores, GoogLeNet's fp32 training step came out 9%
+            # ahead of bf16 in three rounds, yet ran 1.40x the peer's defaults against
+            # bf16's 1.74x; AlexNet's two fp32 steps, timed again alone, took 513 ms against
+            # under 396 the first time: timings taken apart differ more than candidates do.
             again = interleaved([step_for(s) for s in close], device, warmup=1,
                                 rounds=2 * rounds, round_s=0.3)
             measured.update((s.label(), t.median_s) for s, t in zip(close, again))
