@@ -237,6 +237,7 @@ def trainer_state(t) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         "steps": t.step_curve.rows, "step_window": t.step_curve.state(),
         "issues": t.issues.as_dict(), "torch": torch.__version__,
         "speed": t.speed.as_dict(), "plugin_state": plugin_state,
+        "budget": t.budget.state() if t.budget is not None else None,
     }
     return state, tensors
 

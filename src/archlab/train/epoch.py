@@ -50,15 +50,16 @@ class EpochRunner:
         return self._end(acc, *sums)
 
     def _steps(self, acc: dict[str, Any]):
-        """The epoch's steps: (loss sum, correct, seen, data time, elapsed), or None when a
-        stop was asked (the sums so far then go to trainer._partial)."""
+        """The epoch's steps: (loss sum, correct, seen, data time, elapsed, the last step's
+        learning rate), or None when a stop was asked (the sums so far then go to
+        trainer._partial). A time budget spent ends the epoch early."""
         t, r = self.t, self.t.recipe
         loss_sum = torch.zeros((), dtype=torch.float64, device=t.device)
         correct = torch.zeros((), dtype=torch.long, device=t.device)
         seen, data_time, elapsed = 0, 0.0, 0.0
         window: list[tuple] = []  # check_finite's
         check_every = 1 if t.device.type == "cpu" else 16
-        bar = ProgressBar(t.steps_per_epoch, f"epoch {t.epoch + 1}/{r.total_epochs}",
+        bar = ProgressBar(t.steps_per_epoch, f"epoch {t.epoch + 1}{t.epochs_label}",
                           enabled=r.progress and t.verbose, start=t.batch_in_epoch)
         model = t.ddp_model()
         model.train()
@@ -66,7 +67,7 @@ class EpochRunner:
         for x, y, labels in t.train_loader:
             t_data = time.perf_counter()
             data_time += t_data - t_last
-            lr = t.schedule.apply(t.optimizer, t.step)
+            lr = t.schedule.apply(t.optimizer, t.schedule_step())
             with t.settings.autocast(t.device.type):
                 output = model(x)
             loss, logits = t.loss(output, y, x)   # a distiller's teacher sees this batch
@@ -100,6 +101,9 @@ class EpochRunner:
                 bar.update(1, len(labels),
                            lambda loss=loss, lr=lr: f"loss {loss.item():.4f} lr {lr:.3g}")
             t.notify("on_step_end")
+            if t.budget is not None and t.budget.spent():  # the run's last step
+                t.check_finite(window, lr)
+                break
             if t.stopping() and t.batch_in_epoch < t.steps_per_epoch:
                 t.check_finite(window, lr)
                 t._partial = {
@@ -111,10 +115,10 @@ class EpochRunner:
                 bar.close()
                 return None
         bar.close()
-        return loss_sum, correct, seen, data_time, elapsed
+        return loss_sum, correct, seen, data_time, elapsed, lr
 
     def _end(self, acc: dict[str, Any], loss_sum: torch.Tensor, correct: torch.Tensor,
-             seen: int, data_time: float, elapsed: float) -> dict[str, Any]:
+             seen: int, data_time: float, elapsed: float, lr: float) -> dict[str, Any]:
         """Count the epoch, evaluate, save: the row of metrics."""
         t = self.t
         if t.dist is not None:  # the global batch's loss and accuracy, not one slice's
@@ -130,11 +134,12 @@ class EpochRunner:
         total_seen = acc["seen"] + seen
         epoch_time = acc["elapsed"] + elapsed
         row: dict[str, Any] = {
-            "epoch": t.epoch, "step": t.step, "lr": t.schedule(t.step - 1)[0],
+            "epoch": t.epoch, "step": t.step, "lr": lr,
             "train_loss": (acc["loss_sum"] + float(loss_sum)) / max(total_seen, 1),
             "train_top1": (acc["correct"] + int(correct)) / max(total_seen, 1),
         }
         t0 = time.perf_counter()
+        mark = t.budget.elapsed() if t.budget is not None else 0.0
         if t.val_loader is not None:
             m = t.evaluate()
             row.update(val_loss=m.loss, val_top1=m.top1)
@@ -151,5 +156,7 @@ class EpochRunner:
         if t.run_dir is not None:
             run_log.write_metrics(t.run_dir, t.history)
             run_log.write_steps(t.run_dir, t.step_curve.rows)
-        t.log(run_log.epoch_line(row, t.recipe.total_epochs))
+        if t.budget is not None:  # the next epoch's end keeps this much time back
+            t.budget.reserve = t.budget.elapsed() - mark
+        t.log(run_log.epoch_line(row, t.epochs_label))
         return row

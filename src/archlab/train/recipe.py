@@ -75,6 +75,9 @@ class Recipe:
 
     # -- optimisation ----------------------------------------------------------------
     epochs: int = field(default=10, metadata={"help": "passes over the training data"})
+    budget_minutes: float | None = field(default=None, metadata={
+        "help": "train for this wall time instead: the schedule is laid over the minutes "
+                "(its shape still in --epochs) and the run ends when they are spent"})
     optimizer: str = field(default="sgd", metadata={
         "help": "sgd (Nesterov momentum) or adamw", "choices": OPTIMIZERS})
     lr: float | None = field(default=None, metadata={
@@ -204,6 +207,8 @@ class Recipe:
         choice("precision", ("auto", *PRECISIONS))
         if self.epochs < 1:
             raise ValueError(f"recipe: epochs must be at least 1, got {self.epochs}")
+        if self.budget_minutes is not None:
+            self._check_budget()
         if self.curve_every < 0:
             raise ValueError(f"recipe: curve_every is a number of steps (0: off), got "
                              f"{self.curve_every}")
@@ -247,6 +252,17 @@ class Recipe:
             from archlab.train.progressive import ProgressivePlan  # checks the schedule's form
 
             ProgressivePlan.from_recipe(self)
+
+    def _check_budget(self) -> None:
+        if not self.budget_minutes > 0:
+            raise ValueError(f"recipe: budget_minutes must be positive, got "
+                             f"{self.budget_minutes}")
+        # Their phases are counted in epochs, which a budget leaves open (train/budget.py).
+        for name, on in (("fine_tune", self.fine_tune),
+                         ("progressive", self.progressive is not None)):
+            if on:
+                raise ValueError(f"recipe: budget_minutes cannot be combined with {name}, "
+                                 "whose stages are counted in epochs; set epochs instead")
 
     # -- resolved values -------------------------------------------------------------
     @property

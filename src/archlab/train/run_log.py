@@ -19,8 +19,8 @@ def summary_lines(t) -> list[str]:
     r = t.recipe
     lines = [f"training {t.model_name or type(t.model).__name__} on {t.train_data.describe()}",
              f"  {len(t.train_data):,} train / {len(t.val_data) if t.val_data else 0:,} val "
-             f"images, {t.image_size} px, batch {r.batch_size}, {r.total_epochs} epochs of "
-             f"{t.steps_per_epoch} steps, {r.optimizer} lr {r.peak_lr:g} ({r.schedule}), "
+             f"images, {t.image_size} px, batch {r.batch_size}, {length(t)}, "
+             f"{r.optimizer} lr {r.peak_lr:g} ({r.schedule}), "
              f"augment {r.augment}, device {t.device}"
              + "".join(f", {name}" for name in t.settings.names()),
              f"  {t.stem}", f"  speed: {t.speed.describe()}"]
@@ -32,8 +32,18 @@ def summary_lines(t) -> list[str]:
     return lines
 
 
-def epoch_line(row: dict[str, Any], total_epochs: int) -> str:
-    parts = [f"epoch {row['epoch']}/{total_epochs}",
+def length(t) -> str:
+    """How long the run trains: its epochs, or its time budget (train/budget.py)."""
+    r = t.recipe
+    if t.budget is not None:
+        return (f"{r.budget_minutes:g} minutes ({t.steps_per_epoch} steps an epoch; the "
+                f"schedule's {r.epochs} epochs stretched over the minutes)")
+    return f"{r.total_epochs} epochs of {t.steps_per_epoch} steps"
+
+
+def epoch_line(row: dict[str, Any], epochs_label: str) -> str:
+    """One epoch's line; `epochs_label` follows its number ('/10', ' of 10 min')."""
+    parts = [f"epoch {row['epoch']}{epochs_label}",
              f"train loss {row['train_loss']:.4f} acc {row['train_top1']:.2%}"]
     if "val_top1" in row:
         parts.append(f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.2%}"

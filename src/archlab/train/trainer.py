@@ -20,6 +20,7 @@ What it guarantees:
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,6 +33,7 @@ from archlab.data import BatchPipeline, ImageData, Issues, epoch_seed, eval_tran
 from archlab.models.pretrained_cfg import cfg_from_run
 from archlab.train import checkpoint as ckpt
 from archlab.train import distributed, run_log, run_setup
+from archlab.train.budget import TimeBudget
 from archlab.train.device import resolve_device, run_settings, set_deterministic
 from archlab.train.epoch import EpochRunner
 from archlab.train.eval_loop import run_eval
@@ -86,6 +88,7 @@ class Trainer:
                  callbacks: Sequence[Any] = (), verbose: bool = True,
                  root: str | Path | None = None, teacher: nn.Module | None = None,
                  plugins: Sequence[Any] = (), tracking: dict[str, Any] | None = None) -> None:
+        created = TimeBudget.clock()      # a time budget counts from here (train/budget.py)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         # Where the loggers file the run: {'experiment': name, 'tags': {...}} (a study's).
         self.tracking = dict(tracking or {})
@@ -113,6 +116,7 @@ class Trainer:
         if r.threads:
             torch.set_num_threads(r.threads)
         self._setup_device()
+        self.budget = self._time_budget(created)
         self.plugins = plugins_for(r, teacher) + list(plugins)
 
         run_setup.setup_data(self, data, val_data, test_data, root)
@@ -158,6 +162,20 @@ class Trainer:
         if self.device.type == "cuda":
             set_deterministic(r.deterministic)
 
+    def _time_budget(self, created: float) -> TimeBudget | None:
+        """The wall-time budget of a recipe with budget_minutes, resumed with the time the
+        killed run had spent."""
+        minutes = self.recipe.budget_minutes
+        if minutes is None:
+            return None
+        if self.dist is not None:
+            raise ValueError("budget_minutes with several processes: each one's clock would "
+                             "end its run at a different step; set epochs instead")
+        recorded = self.resume_state.get("budget") if self.resume_state else None
+        if recorded:
+            return TimeBudget.resumed(recorded, minutes, origin=created)
+        return TimeBudget(minutes, origin=created)
+
     def _choose_speed(self, net: nn.Module) -> None:
         """The speed settings (train/device.py): the recipe's, the rest measured on a copy
         of `net` before the first step, or those recorded when a resumed run started."""
@@ -170,6 +188,31 @@ class Trainer:
         self.settings = self.speed.settings
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.settings.precision == "fp16")
+
+    # -- the schedule's clock -----------------------------------------------------------
+    def schedule_step(self) -> int:
+        """The step the schedule is at: the step count, or under a time budget the share
+        of the budget spent times the schedule's steps (train/budget.py)."""
+        if self.budget is None:
+            return self.step
+        return min(int(self.budget.fraction() * self.schedule.total), self.schedule.total - 1)
+
+    def finished(self) -> bool:
+        """Whether the run has trained all it was asked: its epochs, or its time."""
+        if self.budget is not None:
+            return self.budget.spent()
+        return self.epoch >= self.recipe.total_epochs
+
+    def off_the_clock(self):
+        """A context whose time a budget does not count (a callback's own measurements)."""
+        return self.budget.paused() if self.budget is not None else nullcontext()
+
+    @property
+    def epochs_label(self) -> str:
+        """What follows an epoch's number: '/10', or the budget's seconds spent and all."""
+        if self.budget is not None:
+            return f" ({self.budget.elapsed():.0f} of {self.budget.seconds:.0f} s)"
+        return f"/{self.recipe.total_epochs}"
 
     # -- hooks -----------------------------------------------------------------------------
     def notify(self, hook: str, *args: Any) -> None:
@@ -291,9 +334,11 @@ class Trainer:
                 r.to_yaml(self.run_dir / "recipe.yaml")
         try:
             self.notify("on_fit_start")
+            if self.budget is not None:
+                self.budget.begin()
             epochs = EpochRunner(self)
             with stop_on_signals(self, active=self.run_dir is not None or self.dist is not None):
-                while self.epoch < r.total_epochs:
+                while not self.finished():
                     row = None if self.stopping() else epochs.run()
                     if row is None:  # stopped mid-epoch, or between two epochs
                         self._interrupted()
