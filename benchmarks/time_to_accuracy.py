@@ -1,9 +1,9 @@
 """Fashion-MNIST time-to-accuracy on this machine.
 
-For each wall-time budget (default 10 and 30 minutes) it sizes a run of the recipe to fit
-the budget (a calibration right before it times the setup and one whole epoch with its
-validation, and the one-cycle schedule is laid over the epochs that fit with 10% to spare),
-trains, and evaluates the 10,000 test images after every epoch. It reports the test
+For each wall-time budget (default 10 and 30 minutes) it trains the recipe with that
+`budget_minutes` (train/budget.py: the one-cycle schedule laid over the wall time, so that
+the run ends its schedule when the budget ends however the machine's speed drifts), and
+evaluates the 10,000 test images after every epoch, off the run's clock. It reports the test
 accuracy at the end of each budget, the time at which the test accuracy first reached each
 target (90% to 94.5%) along the run, the training throughput, the share of the step time
 spent in the data pipeline, and the memory the training images take. `--tta flip` also
@@ -24,13 +24,15 @@ McNemar's test on the 10,000 test images).
 
 The clock counts what a user waits for in `archlab train`: the choice of settings, the
 training steps, the data pipeline and the per-epoch validation; the benchmark's own test
-evaluations are excluded.
+evaluations and its speed ratio are excluded. (Before budget_minutes, each run was sized
+in epochs by a calibration epoch just before it, and overran or underran its budget by up
+to 12% as the machine's speed drifted: benchmarks/results/time_to_accuracy_10min_*.json.)
 The load average is recorded before and after: on a machine shared with other jobs the
 times are pessimistic, so re-run it on a quiet machine for the README.
 
     python benchmarks/time_to_accuracy.py                       # the shipped recipe, 10 and 30 min
     python benchmarks/time_to_accuracy.py --budgets 5 --threads 1
-    python benchmarks/time_to_accuracy.py --epochs 4,12           # fixed runs, no calibration
+    python benchmarks/time_to_accuracy.py --epochs 4,12           # fixed epochs, no budget
     python benchmarks/time_to_accuracy.py --recipe my.yaml --set batch_size=512
     python benchmarks/time_to_accuracy.py --budgets 10 --tta flip          # the README's
     python benchmarks/time_to_accuracy.py --recipe fashion-mnist-long --budgets 30 --tta flip
@@ -42,7 +44,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -54,27 +55,9 @@ import yaml
 from archlab.analysis.speed import Settings, cpu_name, interleaved, make_step, ratio_interval
 from archlab.data import load_dataset
 from archlab.study.stats import compare_accuracy
-from archlab.train import Recipe, Trainer, TrainingInterrupted, evaluate_tta
+from archlab.train import Recipe, Trainer, evaluate_tta
 
 TARGETS = (0.90, 0.92, 0.93, 0.935, 0.94, 0.945)
-
-
-class Clock:
-    """Calibration: the wall time of one whole epoch (steps, data, validation), from the
-    start of training, as the user's clock counts it, and the setup before it (choosing the
-    speed settings). A few dozen steps were not enough: they ran 15% faster than the epochs
-    that followed, and the runs overran their budget."""
-
-    def __init__(self) -> None:
-        self.created, self.t0, self.epoch_s, self.setup_s = time.perf_counter(), None, None, None
-
-    def on_fit_start(self, trainer) -> None:
-        self.t0 = time.perf_counter()
-        self.setup_s = self.t0 - self.created
-
-    def on_epoch_end(self, trainer, row) -> None:
-        self.epoch_s = time.perf_counter() - self.t0
-        trainer.request_stop()
 
 
 def evaluate(trainer: Trainer, data, tta: list[str]) -> tuple[float, float | None, np.ndarray]:
@@ -88,19 +71,26 @@ def evaluate(trainer: Trainer, data, tta: list[str]) -> tuple[float, float | Non
 
 
 class Curve:
-    """After every epoch: the wall time so far (without these evaluations) and the accuracy
-    on `data` (the test images; None: the run's validation split), plain and with `tta`.
-    `top1` is the figure reported: with TTA when it is on."""
+    """After every epoch: the wall time so far (the run's budget clock, or the time since
+    `start`; without these evaluations) and the accuracy on `data` (the test images; None:
+    the run's validation split), plain and with `tta`. `top1` is the figure reported: with
+    TTA when it is on."""
 
     def __init__(self, data, start: float, tta: list[str]) -> None:
         self.data, self.start, self.tta, self.excluded, self.rows = data, start, tta, 0.0, []
         self.correct: np.ndarray | None = None   # per image, after the latest epoch
 
+    def wall(self, trainer) -> float:
+        if trainer.budget is not None:
+            return trainer.budget.elapsed()
+        return time.perf_counter() - self.start - self.excluded
+
     def on_epoch_end(self, trainer, row) -> None:
-        wall = time.perf_counter() - self.start - self.excluded
+        wall = self.wall(trainer)
         t0 = time.perf_counter()
         data = self.data if self.data is not None else trainer.val_data
-        plain, views, self.correct = evaluate(trainer, data, self.tta)
+        with trainer.off_the_clock():
+            plain, views, self.correct = evaluate(trainer, data, self.tta)
         self.excluded += time.perf_counter() - t0
         self.rows.append({"epoch": row["epoch"], "wall_s": wall,
                           "top1": views if views is not None else plain, "plain_top1": plain,
@@ -110,33 +100,6 @@ class Curve:
         print(f"  epoch {row['epoch']}: {wall:6.0f} s  {split} top-1 {plain:.2%}"
               + (f", with {'+'.join(self.tta)} {views:.2%}" if views is not None else ""),
               flush=True)
-
-
-def seconds_per_epoch(recipe: Recipe, train) -> tuple[float, float]:
-    """(one epoch's wall time in the settings the recipe's runs choose, not compiled (a
-    long calibration run would try compiling, and its first epoch would time that); the
-    setup before the first epoch)."""
-    clock = Clock()
-    trainer = Trainer(recipe.model, train, recipe.replace(epochs=1000, compile=False),
-                      callbacks=[clock], verbose=False)
-    print(f"calibration in {trainer.speed.describe()}", flush=True)
-    try:
-        trainer.run()
-    except TrainingInterrupted:
-        pass
-    print(f"calibration: {clock.epoch_s:.0f} s for one epoch, {clock.setup_s:.0f} s before "
-          "it", flush=True)
-    return clock.epoch_s, clock.setup_s
-
-
-def epochs_for(epoch_s: float, setup_s: float, minutes: float, spare: float = 0.1) -> int:
-    """The epochs that fit in `minutes` after the setup, keeping `spare` of it for epochs
-    slower than the calibration's. The run's setup counts twice: a long run also times
-    compiling, which the calibration skips. (5% spare and no setup overran a 10-minute
-    budget by 56 s: the epochs ran 5-15% slower than the calibration's.)"""
-    epochs = max(1, math.floor((minutes * 60 * (1 - spare) - 2 * setup_s) / epoch_s))
-    print(f"{minutes:g} min -> {epochs} epochs", flush=True)
-    return epochs
 
 
 def speed_ratio(trainer: Trainer) -> dict:
@@ -155,26 +118,30 @@ def speed_ratio(trainer: Trainer) -> dict:
             "ratio_low": low, "ratio_high": high}
 
 
-def run(recipe: Recipe, train, test, epochs: int, minutes: float | None, tta: list[str],
-        ratio: bool = False) -> dict:
-    """One run of `epochs`, evaluated on `test` (None: the validation split) after each."""
-    print(f"{epochs} epochs:", flush=True)
+def run(recipe: Recipe, train, test, epochs: int | None, minutes: float | None,
+        tta: list[str], ratio: bool = False) -> dict:
+    """One run of `epochs`, or of `minutes` with the recipe's epochs as the schedule's shape,
+    evaluated on `test` (None: the validation split) after each epoch."""
+    print(f"{epochs} epochs:" if epochs else f"{minutes:g} minutes:", flush=True)
     start = time.perf_counter()
     curve = Curve(test, start, tta)
-    trainer = Trainer(recipe.model, train, recipe.replace(epochs=epochs), test_data=None,
-                      callbacks=[curve], verbose=False)
+    run_recipe = recipe.replace(epochs=epochs or recipe.epochs, budget_minutes=minutes)
+    trainer = Trainer(recipe.model, train, run_recipe, test_data=None, callbacks=[curve],
+                      verbose=False)
     speed = None
     if ratio:                   # measured outside the run's clock
         t0 = time.perf_counter()
-        speed = speed_ratio(trainer)
+        with trainer.off_the_clock():
+            speed = speed_ratio(trainer)
         curve.excluded += time.perf_counter() - t0
     result = trainer.run()
-    wall = time.perf_counter() - start - curve.excluded
+    wall = curve.wall(trainer)
     last = curve.rows[-1]
     reached = {f"{t:.3f}": next((r["wall_s"] for r in curve.rows if r["top1"] >= t), None)
                for t in TARGETS}
     steady = curve.rows[1:] or curve.rows
-    return {"budget_min": minutes, "epochs": epochs, "wall_s": wall,
+    return {"budget_min": minutes, "epochs": len(result.history), "steps": trainer.step,
+            "wall_s": wall,
             "evaluated_on": "test" if test is not None else "validation",
             "top1": last["top1"], "plain_top1": last["plain_top1"], "tta": tta,
             "tta_top1": last["tta_top1"], "reached_s": reached, "curve": curve.rows,
@@ -233,10 +200,10 @@ def main() -> None:
     p.add_argument("--model", help="override the recipe's model")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a recipe field (YAML value)")
-    p.add_argument("--budgets", default="10,30", help="minutes, comma-separated: each run is "
-                                                     "sized to fit by a calibration")
+    p.add_argument("--budgets", default="10,30", help="minutes, comma-separated: each run "
+                                                     "trains with that budget_minutes")
     p.add_argument("--epochs", help="epochs per run, comma-separated, instead of budgets "
-                                    "(no calibration: the same runs on every machine)")
+                                    "(the same runs on every machine)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--compare-fp32", action="store_true",
                    help="train the first run again in fp32 eager and test the difference")
@@ -272,14 +239,9 @@ def main() -> None:
           f"{recipe.model_kwargs or ''}; {torch.get_num_threads()} threads on {cpu_name()} "
           f"({os.cpu_count()} cores); load average {load_before[0]:.1f}", flush=True)
 
-    def sized(minutes: float) -> int:
-        # Calibrated right before each run: this machine's speed drifted by 1.8x within an
-        # hour, and a run sized by an earlier calibration used 460 s of its 600.
-        return epochs_for(*seconds_per_epoch(recipe, train), minutes)
-
     plan = ([(int(e), None) for e in args.epochs.split(",")] if args.epochs
             else [(None, float(b)) for b in args.budgets.split(",")])
-    results = [run(recipe, train, test, epochs or sized(minutes), minutes, tta, ratio=i == 0)
+    results = [run(recipe, train, test, epochs, minutes, tta, ratio=i == 0)
                for i, (epochs, minutes) in enumerate(plan)]
     comparison = None
     if args.compare_fp32:
