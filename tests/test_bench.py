@@ -16,7 +16,7 @@ from torch import nn
 
 import archlab
 from archlab.analysis import cpu_layers, speed
-from archlab.analysis.bench import append_results, bench_model
+from archlab.analysis.bench import append_results, bench_model, describe_row
 from archlab.analysis.fold import conv_bn_pairs, fold_batchnorm
 from archlab.analysis.speed import Settings, Timing, choose, interleaved, ratio_interval
 from archlab.cli import main
@@ -289,6 +289,13 @@ def test_compiling_is_tried_only_for_a_long_run(monkeypatch):
     short = choose(model, 8, 16, cpu, "train", "fp32", False, False, None, run_steps=10,
                    rounds=1)
     assert not compiled and "too short" in short.reason
+    # A run of fixed time (a budget): its steps are those that fit in its seconds.
+    monkeypatch.setattr(speed, "COMPILE_MIN_RUN_S", 60)
+    choose(model, 8, 16, cpu, "train", "fp32", False, False, None, run_seconds=30, rounds=1)
+    assert not compiled
+    choose(model, 8, 16, cpu, "train", "fp32", False, False, None, run_seconds=1e9, rounds=1)
+    assert compiled
+    compiled.clear()
     # Asked for, compiling is kept whatever the run's length.
     assert choose(model, 8, 16, cpu, "train", "fp32", None, False, True, run_steps=10,
                   rounds=1).settings.compile
@@ -350,6 +357,19 @@ def test_bench_rows_against_a_peer_have_timms_columns(tmp_path):
     jsonl = append_results(rows, tmp_path / "bench.jsonl")
     assert [json.loads(line)["library"] for line in jsonl.read_text().splitlines()] == [
         "archlab", "torchvision"]
+
+
+def test_training_rows_name_the_optimizer_each_side_steps_with():
+    # archlab's trainer steps SGD with torch's fused kernel; a peer's user gets torch's
+    # default, and a peer in archlab's settings gets archlab's optimizer too.
+    rows = bench_model("resnet18", vs="torchvision", peer_settings="both", modes=("train",),
+                       batch=2, img_size=32, precision="fp32", channels_last=True,
+                       rounds=1, round_s=0.01, log=lambda _: None)
+    ours, default, same = rows
+    assert (ours["optimizer"], default["optimizer"], same["optimizer"]) == (
+        "sgd fused", "sgd", "sgd fused")
+    assert (default["settings"], same["settings"]) == ("fp32", "channels_last")
+    assert "+fused_sgd" in describe_row(ours) and "+fused_sgd" not in describe_row(default)
 
 
 def test_bench_command_prints_the_ratio(tmp_path, capsys):

@@ -6,6 +6,7 @@ digits: a few seconds each on a CPU.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -127,6 +128,36 @@ def test_adamw_uses_fastais_defaults():
     assert g["betas"] == (0.9, 0.99) and g["eps"] == 1e-5 and g["weight_decay"] == 0.01
     sgd = build_optimizer(nn.Linear(2, 2), Recipe()).param_groups[0]
     assert sgd["nesterov"] and sgd["momentum"] == 0.9
+
+
+@pytest.mark.parametrize("optimizer, plain", [
+    ("sgd", lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True)),
+    ("adamw", lambda groups: torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), eps=1e-5)),
+])
+def test_the_fused_optimizer_steps_as_torchs_default_does(optimizer, plain):
+    # The trainer's optimizer uses torch's fused kernel on a CPU (train/optim.py); three
+    # steps with weight decay on one group only and momentum land where torch's
+    # tensor-by-tensor default does, up to rounding.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(),
+                          nn.Linear(4 * 36, 3))
+    twin, start = copy.deepcopy(model), copy.deepcopy(model)
+    fused = build_optimizer(model, Recipe(optimizer=optimizer, lr=0.1 if optimizer == "sgd"
+                                          else 1e-3))
+    assert fused.defaults["fused"] is True
+    wd = fused.param_groups[0]["weight_decay"]
+    reference = plain(param_groups(twin, wd))
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
+    for net, opt in ((model, fused), (twin, reference)):
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # They did move (the convolution's bias, whose gradient the norm cancels, may not).
+    moved = [not torch.allclose(a, b) for a, b in zip(model.parameters(), start.parameters())]
+    assert moved[0] and all(moved[2:])
 
 
 def test_loss_adds_weighted_aux_heads_and_takes_soft_targets():

@@ -45,6 +45,9 @@ class Contestant:
     model: nn.Module
     settings: Settings
     choice: str = ""              # how the settings were chosen, when they were
+    # Training: SGD with torch's fused kernel, as archlab's trainer steps (and a peer in
+    # archlab's settings), or torch's default, as a peer's user gets it.
+    fused_optimizer: bool = True
 
 
 def _img_size(name: str, img_size: int | None, small_input: bool) -> int:
@@ -100,10 +103,13 @@ def bench_model(name: str, *, vs: str | None = None, peer_settings: str = "same"
             kinds = {"same": [settings], "default": [Settings()],
                      "both": [Settings(), settings]}[peer_settings]
             for s in dict.fromkeys(kinds):      # once when archlab's are the defaults
-                contestants.append(Contestant(vs, peer[0], peer[1], s))
+                default = peer_settings != "same" and s == Settings()
+                contestants.append(Contestant(vs, peer[0], peer[1], s,
+                                              fused_optimizer=not default))
         log(f"{name} {mode} {size} px batch {batch}: {how}")
         steps = [make_step(copy.deepcopy(c.model), c.settings, mode, batch, size, device,
-                           ours.in_chans, ours.num_classes) for c in contestants]
+                           ours.in_chans, ours.num_classes,
+                           fused_optimizer=c.fused_optimizer) for c in contestants]
         memory = [step_memory(step, device) for step in steps]
         timings = interleaved(steps, device, rounds=rounds, round_s=round_s)
         base = timings[0]
@@ -140,6 +146,7 @@ def _row(c: Contestant, mode: str, batch: int, size: int, params: int, macs: int
         "tflops": round(flops / step_s / 1e12, 4),
         "peak_fraction": None if not peak else round(flops / step_s / peak, 4),
         "settings": c.settings.label(), **c.settings.as_dict(), "choice": c.choice,
+        "optimizer": ("sgd fused" if c.fused_optimizer else "sgd") if mode == "train" else None,
         "device": device.type, "device_name": device_name(device),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "rounds": len(timing.step_s),
@@ -148,7 +155,8 @@ def _row(c: Contestant, mode: str, batch: int, size: int, params: int, macs: int
 
 def describe_row(row: dict[str, Any]) -> str:
     mode = row["mode"]
-    text = (f"{row['library']:>12} {row['settings']:<28} {row[f'{mode}_samples_per_sec']:9,.1f}"
+    settings = row["settings"] + ("+fused_sgd" if row.get("optimizer") == "sgd fused" else "")
+    text = (f"{row['library']:>12} {settings:<28} {row[f'{mode}_samples_per_sec']:9,.1f}"
             f" img/s  {row[f'{mode}_step_time']:8.1f} ms ± {row[f'{mode}_step_time_iqr']:.1f}")
     if row.get("peak_fraction") is not None:
         text += f"  {row['peak_fraction']:.1%} of peak"

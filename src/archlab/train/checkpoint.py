@@ -263,4 +263,5 @@ def restore_trainer(t, weights: dict[str, torch.Tensor], train: dict[str, torch.
     t.resume_rng = s["rng"]
     where = (f"epoch {t.epoch + 1}, batch {t.batch_in_epoch}" if t.batch_in_epoch
              else f"the end of epoch {t.epoch}")
-    t.log(f"resuming {t.run_dir} at {where} (step {t.step} of {t.total_steps})")
+    length = f"; {t.budget.describe()}" if t.budget is not None else f" of {t.total_steps}"
+    t.log(f"resuming {t.run_dir} at {where} (step {t.step}{length})")

@@ -29,12 +29,13 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def run_settings(recipe, model: nn.Module, device: torch.device, image_size: int,
-                 in_chans: int, run_steps: int, several_processes: bool = False,
+                 in_chans: int, run_steps: int | None, several_processes: bool = False,
                  recorded: dict[str, Any] | None = None) -> Choice:
     """The speed settings of a training run: those the recipe gives, the rest measured on
     `model` (left untouched) unless the run resumes (`recorded`: what it chose then) or
     runs in several processes (the device's defaults: measurements could differ between
-    processes, and every process must compute alike)."""
+    processes, and every process must compute alike). A run with a time budget has no
+    `run_steps`: compiling must pay for itself within the budget's seconds."""
     if recorded is not None:
         fields = {k: recorded[k] for k in ("precision", "channels_last", "compile")}
         return Choice(Settings(**fields), recorded.get("step_s", {}),
@@ -47,7 +48,8 @@ def run_settings(recipe, model: nn.Module, device: torch.device, image_size: int
         return Choice(defaults, reason=why)
     return choose(model, recipe.batch_size, image_size, device, "train", recipe.precision,
                   recipe.channels_last, False, recipe.compile, run_steps=run_steps,
-                  in_chans=in_chans)
+                  in_chans=in_chans,
+                  run_seconds=recipe.budget_minutes * 60 if recipe.budget_minutes else None)
 
 
 def set_deterministic(on: bool) -> None:

@@ -1,11 +1,13 @@
 """The optimizer: SGD with Nesterov momentum or AdamW with decoupled weight decay, and never
-any decay on norms and biases."""
+any decay on norms and biases; torch's fused kernels where it has them."""
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 import torch
 from torch import nn
+
+from archlab.analysis.speed import fusable
 
 LayerRates = Sequence[tuple[Sequence[nn.Parameter], float]]
 
@@ -47,9 +49,11 @@ def param_groups(model: nn.Module, weight_decay: float, layer_lrs: LayerRates | 
 def build_optimizer(model: nn.Module, recipe, layer_lrs: LayerRates | None = None
                     ) -> torch.optim.Optimizer:
     groups = param_groups(model, recipe.wd, layer_lrs)
+    fused = fusable([p for g in groups for p in g["params"]]) or None
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=recipe.peak_lr, momentum=recipe.momentum,
-                               nesterov=recipe.nesterov and recipe.momentum > 0)
+                               nesterov=recipe.nesterov and recipe.momentum > 0, fused=fused)
     # AdamW: the decay shrinks the weights directly (p -= lr * wd * p), decoupled from
     # the adaptive step (Loshchilov & Hutter 1711.05101), as fastai does.
-    return torch.optim.AdamW(groups, lr=recipe.peak_lr, betas=recipe.betas, eps=recipe.eps)
+    return torch.optim.AdamW(groups, lr=recipe.peak_lr, betas=recipe.betas, eps=recipe.eps,
+                             fused=fused)

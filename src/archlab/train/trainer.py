@@ -181,7 +181,8 @@ class Trainer:
         of `net` before the first step, or those recorded when a resumed run started."""
         r = self.recipe
         recorded = self.resume_state.get("speed") if self.resume_state else None
-        run_steps = len(self.train_data) // r.batch_size * r.total_epochs
+        run_steps = (None if self.budget is not None
+                     else len(self.train_data) // r.batch_size * r.total_epochs)
         self.speed = run_settings(r, net, self.device, self.image_size,
                                   self.preprocess.in_chans, run_steps,
                                   several_processes=self.dist is not None, recorded=recorded)
@@ -198,9 +199,10 @@ class Trainer:
         return min(int(self.budget.fraction() * self.schedule.total), self.schedule.total - 1)
 
     def finished(self) -> bool:
-        """Whether the run has trained all it was asked: its epochs, or its time."""
+        """Whether the run has trained all it was asked: its epochs, or its time (at least
+        one step, should choosing the speed settings have spent a tiny budget)."""
         if self.budget is not None:
-            return self.budget.spent()
+            return self.step > 0 and self.budget.spent()
         return self.epoch >= self.recipe.total_epochs
 
     def off_the_clock(self):
