@@ -42,7 +42,7 @@ def length(t) -> str:
 
 
 def epoch_line(row: dict[str, Any], epochs_label: str) -> str:
-    """One epoch's line; `epochs_label` follows its number ('/10', ' of 10 min')."""
+    """One epoch's line; `epochs_label` follows its number ('/10', ' (312 of 600 s)')."""
     parts = [f"epoch {row['epoch']}{epochs_label}",
              f"train loss {row['train_loss']:.4f} acc {row['train_top1']:.2%}"]
     if "val_top1" in row:
