@@ -27,8 +27,8 @@ from torch import nn
 
 import archlab
 from archlab.analysis.cpu_layers import MatmulConv2d, convolutions_as_matmul
-from archlab.analysis.speed import (Settings, cpu_name, infer_step, interleaved, ratio_interval,
-                                    train_step)
+from archlab.analysis.speed import Settings, cpu_name, infer_step, train_step
+from archlab.analysis.timing import interleaved, ratio_interval
 
 # (model, image side): the families whose networks have 1x1 or patchify convolutions.
 MODELS = [("resnet50", 64), ("resnext50_32x4d", 64), ("seresnet50", 64), ("xception", 64),

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 import archlab
-from archlab.analysis.speed import Settings, cpu_name, infer_step, interleaved, ratio_interval
+from archlab.analysis.speed import Settings, cpu_name, infer_step
+from archlab.analysis.timing import interleaved, ratio_interval
 
 MODELS = ["alexnet", "vgg16_bn", "resnet50", "efficientnet_b0", "vit_small_patch16_224",
           "deit_small_patch16_224", "convnext_tiny"]

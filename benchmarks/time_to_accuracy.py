@@ -52,7 +52,8 @@ import numpy as np
 import torch
 import yaml
 
-from archlab.analysis.speed import Settings, cpu_name, interleaved, make_step, ratio_interval
+from archlab.analysis.speed import Settings, cpu_name, make_step
+from archlab.analysis.timing import interleaved, ratio_interval
 from archlab.data import load_dataset
 from archlab.study.stats import compare_accuracy
 from archlab.train import Recipe, Trainer, evaluate_tta

@@ -18,7 +18,8 @@ import archlab
 from archlab.analysis import cpu_layers, speed
 from archlab.analysis.bench import append_results, bench_model, describe_row
 from archlab.analysis.fold import conv_bn_pairs, fold_batchnorm
-from archlab.analysis.speed import Settings, Timing, choose, interleaved, ratio_interval
+from archlab.analysis.speed import Settings, choose
+from archlab.analysis.timing import Timing, interleaved, ratio_interval
 from archlab.cli import main
 from archlab.models import list_families, list_models
 from archlab.train import Recipe, fit
@@ -202,8 +203,8 @@ def test_compiling_must_beat_the_eager_step_timed_before_it(monkeypatch, compile
     def fake_interleaved(steps, device, **kw):
         calls.append(len(steps))
         if len(calls) == 1:                    # the eager candidates, before any compiling
-            return [speed.Timing(0.1, [0.040 + 0.1 * i] * 3) for i in range(len(steps))]
-        return [speed.Timing(0.1, [0.070] * 3), speed.Timing(1.0, [compiled_ms / 1e3] * 3)]
+            return [Timing(0.1, [0.040 + 0.1 * i] * 3) for i in range(len(steps))]
+        return [Timing(0.1, [0.070] * 3), Timing(1.0, [compiled_ms / 1e3] * 3)]
 
     monkeypatch.setattr(speed, "can_compile", lambda device: True)
     monkeypatch.setattr(torch, "compile", lambda model: model)
@@ -223,8 +224,8 @@ def test_the_closest_candidates_are_timed_again(monkeypatch, again_ms, chosen):
     def fake_interleaved(steps, device, **kw):
         calls.append((len(steps), kw["rounds"]))
         if len(calls) == 1:                    # fp32 first by 5%: too close to call
-            return [speed.Timing(0.1, [0.040] * 3), speed.Timing(0.1, [0.042] * 3)]
-        return [speed.Timing(0.1, [ms / 1e3] * 6) for ms in again_ms]
+            return [Timing(0.1, [0.040] * 3), Timing(0.1, [0.042] * 3)]
+        return [Timing(0.1, [ms / 1e3] * 6) for ms in again_ms]
 
     monkeypatch.setattr(speed, "interleaved", fake_interleaved)
     model = archlab.create_model("resnet20", num_classes=10)
@@ -241,9 +242,9 @@ def test_every_candidate_within_reach_is_timed_again_not_only_two(monkeypatch):
         if not timed_again and kw["rounds"] == 3:
             # fp32 first, channels_last 5% and bf16 10% behind it: all within 15%;
             # bf16+channels_last 50% behind: out of reach.
-            return [speed.Timing(0.1, [ms / 1e3] * 3) for ms in (40.0, 42.0, 44.0, 60.0)]
+            return [Timing(0.1, [ms / 1e3] * 3) for ms in (40.0, 42.0, 44.0, 60.0)]
         timed_again.append(len(steps))
-        return [speed.Timing(0.1, [ms / 1e3] * 6) for ms in (52.0, 53.0, 41.0)]
+        return [Timing(0.1, [ms / 1e3] * 6) for ms in (52.0, 53.0, 41.0)]
 
     monkeypatch.setattr(speed, "interleaved", fake_interleaved)
     monkeypatch.setattr(speed, "precisions_for", lambda device: ["fp32", "bf16"])
@@ -259,7 +260,7 @@ def test_a_clear_winner_is_not_timed_again(monkeypatch):
 
     def fake_interleaved(steps, device, **kw):
         calls.append(len(steps))
-        return [speed.Timing(0.1, [0.040] * 3), speed.Timing(0.1, [0.060] * 3)]
+        return [Timing(0.1, [0.040] * 3), Timing(0.1, [0.060] * 3)]
 
     monkeypatch.setattr(speed, "interleaved", fake_interleaved)
     model = archlab.create_model("resnet20", num_classes=10)

@@ -4,7 +4,7 @@ timed interleaved in one process.
 For each model and mode (train, infer) the contestants are archlab's network in the chosen
 settings and, with a peer, the peer's network, either in the same settings or in its
 defaults (fp32, contiguous, eager: what a user of timm or torchvision gets without asking).
-They are timed in turn, A, B, A, B, ... (speed.interleaved), and the ratio of their step
+They are timed in turn, A, B, A, B, ... (timing.interleaved), and the ratio of their step
 times comes with a 95% interval over the paired rounds.
 
 A row has timm's benchmark.py column names where they exist (infer_samples_per_sec,
@@ -28,8 +28,8 @@ from torch import nn
 
 from archlab._io import write_atomic
 from archlab.analysis.profile import costs_of
-from archlab.analysis.speed import (MODES, Settings, choose, device_name, interleaved,
-                                    make_step, peak_flops, ratio_interval, step_memory)
+from archlab.analysis.speed import MODES, Settings, choose, device_name, make_step, peak_flops
+from archlab.analysis.timing import interleaved, ratio_interval, step_memory
 from archlab.models.peers import OURS_KWARGS, build_peer, peer_of
 from archlab.models.registry import create_model, model_card
 

@@ -7,7 +7,8 @@ import time
 
 import torch
 
-from archlab.analysis.speed import autocast, synchronize
+from archlab.analysis.speed import autocast
+from archlab.analysis.timing import synchronize
 
 
 class PeakMemory:
